@@ -1,0 +1,148 @@
+"""The ``newsbeam`` command. It parses, calls, and reports; the work is elsewhere.
+
+Exit codes of ``newsbeam run``:
+  0  the run committed its data (some sources may have failed: see the summary)
+  1  the pipeline or the sink failed; nothing of this run is visible
+  2  bad configuration (unknown flag value, missing --output, bad feed list)
+  3  nothing could be read: every source failed
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ = 0, 1, 2, 3
+SECRET_WORDS = ("token", "secret", "password", "credential", "key", "auth")
+LOGGER = logging.getLogger("newsbeam")
+
+
+def _all_option_classes(root=PipelineOptions) -> list[type]:
+    found = []
+    for subclass in root.__subclasses__():
+        found.append(subclass)
+        found.extend(_all_option_classes(subclass))
+    return found
+
+
+def run_help_parser() -> argparse.ArgumentParser:
+    """`newsbeam run --help`: newsbeam's flags first, then every Beam flag."""
+    from newsbeam.pipeline.options import NewsOptions
+
+    parser = argparse.ArgumentParser(prog="newsbeam run", conflict_handler="resolve",
+                                     description="Ingest feeds and files into a Hive-partitioned Parquet dataset.")
+    NewsOptions._add_argparse_args(parser)
+    for option_class in _all_option_classes():
+        if option_class is not NewsOptions:
+            option_class._add_argparse_args(parser.add_argument_group(option_class.__name__))
+    return parser
+
+
+def public_options(options: PipelineOptions) -> dict:
+    """Options for the manifest, without anything that looks like a secret."""
+    return {
+        key: value
+        for key, value in options.get_all_options(drop_default=True).items()
+        if not any(word in key.lower() for word in SECRET_WORDS)
+    }
+
+
+def run_pipeline(argv: Sequence[str]) -> int:
+    from newsbeam.pipeline.graph import build, new_run_id
+    from newsbeam.pipeline.manifest import build_manifest, format_summary, write_manifest
+    from newsbeam.pipeline.options import NewsOptions
+
+    if any(flag in ("-h", "--help") for flag in argv):
+        run_help_parser().print_help()
+        return EXIT_OK
+    options = PipelineOptions(list(argv))
+    news = options.view_as(NewsOptions)
+    if not (news.encoder or news.topic_model or news.sentiment_model):
+        # The embedded default never needs the hub; don't let a library try.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    news.run_id = news.run_id or new_run_id()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    try:
+        pipeline = build(options)
+    except ValueError as error:
+        print(f"newsbeam: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    result, status, error_text = None, "committed", None
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as error:  # the run failed: report it, exit non-zero
+        LOGGER.exception("pipeline failed")
+        status, error_text = "failed", f"{type(error).__name__}: {error}"[:2000]
+    if status == "committed":
+        from newsbeam.transforms.sink import remove_temp_files
+
+        remove_temp_files(news.output, news.run_id)
+    if status == "committed" and news.state and not news.full_refresh:
+        from newsbeam.transforms.incremental import commit_state
+
+        commit_state(news.state, news.output, news.run_id)
+    manifest = build_manifest(output=news.output, run_id=news.run_id, result=result, started_at=started_at,
+                              status=status, error=error_text, options=public_options(options))
+    path = write_manifest(news.output, manifest)
+    print(format_summary(manifest))
+    print(f"manifest: {path}")
+    if status != "committed":
+        return EXIT_FAILED
+    counts = manifest["counts"]
+    sources_failed = counts["feeds_failed"] + counts["files_failed"]
+    if sources_failed and counts["entries_read"] == 0 and counts["feeds_ok"] + counts["feeds_not_modified"] + counts["files_read"] == 0:
+        return EXIT_NOTHING_READ
+    output = news.output.rstrip("/")
+    print(f"data: {output}/")
+    print(f"query: duckdb -c \"SELECT dt, lang, topic, sentiment, title FROM read_parquet('{output}/*=*/**/*.parquet', hive_partitioning=true) LIMIT 20\"")
+    return EXIT_OK
+
+
+def _subcommand(module: str) -> tuple[Callable, Callable]:
+    import importlib
+
+    loaded = importlib.import_module(module)
+    return loaded.add_arguments, loaded.run
+
+
+SUBCOMMANDS = {
+    "eval": ("newsbeam.model.evaluate", "Score topic or sentiment labels on labelled JSONL."),
+    "train-heads": ("newsbeam.model.training", "Train the topic and sentiment heads from labelled JSONL."),
+    "report": ("newsbeam.analytics.report", "Write a self-contained HTML report of a dataset."),
+    "query": ("newsbeam.analytics.query", "Run DuckDB SQL over the dataset (view `articles`)."),
+    "compact": ("newsbeam.pipeline.compact", "Rewrite a partition's small files into fewer large ones."),
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("NEWSBEAM_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "run":
+        return run_pipeline(argv[1:])
+    parser = argparse.ArgumentParser(prog="newsbeam", description="News feeds to labelled Parquet, with Apache Beam.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="Run the ingestion pipeline (newsbeam run --help for its flags).", add_help=False)
+    handlers = {}
+    for name, (module, description) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=description, description=description)
+        try:
+            add_arguments, handlers[name] = _subcommand(module)
+        except ImportError:
+            continue
+        add_arguments(sub)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    return int(handlers[args.command](args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

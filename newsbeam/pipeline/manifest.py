@@ -1,0 +1,159 @@
+"""The run manifest: ``<output>/_runs/<run_id>.json`` and the printed summary.
+
+Counts come from Beam metrics (they work on every runner); rows per partition
+come from the committed files' own Parquet footers, so the manifest reports
+what readers will actually see.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from typing import Any, Optional
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from newsbeam import __version__
+from newsbeam.transforms.sink import ERRORS_DIR, RUNS_DIR, join_path, sanitise_partition_value
+
+SOURCE_STAGES = ("fetch", "parse_feed", "read_file")
+COUNTER_NAMES = (
+    "feeds_ok", "feeds_failed", "feeds_not_modified", "files_read", "files_failed", "entries_read",
+    "already_written", "duplicates", "duplicates_by_article_id", "duplicates_by_content_hash",
+    "dead_lettered_normalise", "dead_lettered_label", "rows_written", "dead_letters_written",
+    "language_undetermined",
+)
+
+
+def metric_counters(result) -> dict[str, int]:
+    counts = {name: 0 for name in COUNTER_NAMES}
+    try:
+        queried = result.metrics().query(MetricsFilter().with_namespace("newsbeam"))
+    except Exception:  # a runner without metrics support still gets a manifest
+        return counts
+    for counter in queried.get("counters", []):
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counts[counter.key.metric.name] = counts.get(counter.key.metric.name, 0) + int(value or 0)
+    return counts
+
+
+def committed_files(output: str, run_id: str) -> list[str]:
+    pattern = join_path(output, "**", f"part-{run_id}-*.parquet")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list if f"/{ERRORS_DIR}/" not in m.path)
+
+
+def parquet_rows(path: str) -> int:
+    with FileSystems.open(path) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+def rows_per_partition(output: str, run_id: str) -> dict[str, int]:
+    prefix = output.rstrip("/") + "/"
+    counts: dict[str, int] = {}
+    for path in committed_files(output, run_id):
+        partition = path[len(prefix):].rsplit("/", 1)[0] if path.startswith(prefix) else FileSystems.split(path)[0]
+        counts[partition] = counts.get(partition, 0) + parquet_rows(path)
+    return dict(sorted(counts.items()))
+
+
+def dead_letters(output: str, run_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    folder = join_path(output, ERRORS_DIR, f"run_id={sanitise_partition_value(run_id)}", "*.parquet")
+    rows: list[dict[str, Any]] = []
+    for match in FileSystems.match([folder])[0].metadata_list:
+        with FileSystems.open(match.path) as handle:
+            rows.extend(pq.read_table(handle, columns=["stage", "source", "reason"]).to_pylist())
+    return sorted(rows, key=lambda r: (r["stage"], r["source"] or ""))[:limit]
+
+
+def versions() -> dict[str, str]:
+    import apache_beam
+    import pyarrow
+
+    found = {"newsbeam": __version__, "python": platform.python_version(), "apache_beam": apache_beam.__version__,
+             "pyarrow": pyarrow.__version__}
+    for name in ("torch", "transformers", "feedparser"):
+        try:
+            found[name] = __import__(name).__version__
+        except Exception:  # a missing optional library is simply not listed
+            pass
+    return found
+
+
+def build_manifest(
+    *, output: str, run_id: str, result, started_at: dt.datetime, status: str, error: Optional[str] = None,
+    options: Optional[dict] = None,
+) -> dict[str, Any]:
+    finished_at = dt.datetime.now(dt.timezone.utc)
+    counters = metric_counters(result) if result is not None else {name: 0 for name in COUNTER_NAMES}
+    partitions = rows_per_partition(output, run_id) if status == "committed" else {}
+    letters = dead_letters(output, run_id) if status == "committed" else []
+    source_failures = [letter for letter in letters if letter["stage"] in SOURCE_STAGES]
+    dead_lettered_entries = counters["dead_lettered_normalise"] + counters["dead_lettered_label"]
+    counts = {
+        "feeds_ok": counters["feeds_ok"],
+        "feeds_not_modified": counters["feeds_not_modified"],
+        "feeds_failed": counters["feeds_failed"],
+        "files_read": counters["files_read"],
+        "files_failed": counters["files_failed"],
+        "entries_read": counters["entries_read"],
+        "already_written": counters["already_written"],
+        "duplicates": counters["duplicates"],
+        "dead_lettered": dead_lettered_entries,
+        "rows_written": sum(partitions.values()),
+    }
+    return {
+        "run_id": run_id,
+        "status": status,
+        "error": error,
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+        "counts": counts,
+        "accounting_ok": counts["entries_read"]
+        == counts["rows_written"] + counts["duplicates"] + counts["dead_lettered"] + counts["already_written"],
+        "rows_per_partition": partitions,
+        "failures": [{"stage": f["stage"], "source": f["source"], "reason": f["reason"]} for f in source_failures],
+        "dead_letters_by_stage": _count_by(letters, "stage"),
+        "timings": {"wall_seconds": round((finished_at - started_at).total_seconds(), 3)},
+        "versions": versions(),
+        "options": options or {},
+    }
+
+
+def _count_by(rows: list[dict], key: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[key]] = counts.get(row[key], 0) + 1
+    return counts
+
+
+def write_manifest(output: str, manifest: dict[str, Any]) -> str:
+    """Write atomically: a reader sees the whole manifest or none."""
+    from newsbeam.transforms.sink import make_dirs
+
+    folder = join_path(output, RUNS_DIR)
+    make_dirs(folder)
+    final = join_path(folder, f"{manifest['run_id']}.json")
+    temp = final + ".inprogress"
+    with FileSystems.create(temp) as handle:
+        handle.write(json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
+    FileSystems.rename([temp], [final])
+    return final
+
+
+def format_summary(manifest: dict[str, Any]) -> str:
+    lines = [f"newsbeam run {manifest['run_id']}: {manifest['status']}"]
+    if manifest.get("error"):
+        lines.append(f"  error: {manifest['error']}")
+    width = max(len(k) for k in manifest["counts"])
+    for name, value in manifest["counts"].items():
+        lines.append(f"  {name:<{width}}  {value:>8}")
+    if manifest["rows_per_partition"]:
+        lines.append("  rows per partition:")
+        for partition, rows in manifest["rows_per_partition"].items():
+            lines.append(f"    {partition:<40} {rows:>8}")
+    for failure in manifest["failures"][:20]:
+        lines.append(f"  failed {failure['stage']}: {failure['source']}: {failure['reason']}")
+    lines.append(f"  wall time: {manifest['timings']['wall_seconds']} s")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""newsbeam's pipeline options: one PipelineOptions subclass.
+
+Being a PipelineOptions subclass means every Beam runner flag works next to
+these, ``--help`` lists them, and Dataflow ships them to workers.
+"""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from newsbeam.schema import DEFAULT_PARTITION_KEYS
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class NewsOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        io = parser.add_argument_group("newsbeam input/output")
+        io.add_argument("--output", help="Dataset folder (local path or gs://). Required.")
+        io.add_argument("--feeds", nargs="+", action="extend", default=None,
+                        help="Feed URLs, or files listing them (text, OPML, YAML, TOML).")
+        io.add_argument("--inputs", nargs="+", action="extend", default=None,
+                        help="Files, folders or globs: .xml/.rss/.atom, .jsonl/.json, .txt, .html.")
+        io.add_argument("--run_id", default=None, help="Run id (default: UTC time + random suffix).")
+        io.add_argument("--partition_keys", type=_comma_list, default=list(DEFAULT_PARTITION_KEYS),
+                        help="Hive partition keys, comma-separated, from dt,lang,month,year,source_host.")
+        io.add_argument("--max_rows_per_file", type=int, default=50_000)
+        io.add_argument("--state", default=None,
+                        help="State folder for incremental runs (local or gs://).")
+        io.add_argument("--full_refresh", action="store_true", default=False,
+                        help="Ignore the state: fetch and write everything again.")
+
+        fetch = parser.add_argument_group("newsbeam fetching")
+        fetch.add_argument("--allow_private_addresses", action="store_true", default=False,
+                           help="Allow feed URLs on loopback/private/link-local addresses (tests, intranets).")
+        fetch.add_argument("--fetch_timeout", type=float, default=20.0, help="Read timeout per request, seconds.")
+        fetch.add_argument("--max_feed_bytes", type=int, default=20_000_000)
+        fetch.add_argument("--poll_interval", type=float, default=300.0, help="Streaming: seconds between polls.")
+        fetch.add_argument("--max_duration", type=float, default=None,
+                           help="Streaming: stop polling after this many seconds.")
+
+        labels = parser.add_argument_group("newsbeam labels")
+        labels.add_argument("--skip_labels", action="store_true", default=False,
+                            help="Write articles without running the model (label columns null).")
+        labels.add_argument("--encoder", default=None,
+                            help="Sentence-embedding model: hub id or path (default: embedded e5-small).")
+        labels.add_argument("--heads", default=None, help="Trained label heads folder (default: shipped heads).")
+        labels.add_argument("--taxonomy", default=None, help="Topic taxonomy YAML (default: IPTC top level).")
+        labels.add_argument("--topic_model", default=None, help="Text-classification checkpoint for topics.")
+        labels.add_argument("--sentiment_model", default=None, help="Text-classification checkpoint for sentiment.")
+        labels.add_argument("--label_map", default=None, help="JSON mapping classifier labels onto newsbeam ids.")
+        labels.add_argument("--max_tokens", type=int, default=256, help="Token budget per article (headline + lead).")
+        labels.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
+        labels.add_argument("--torch_threads", type=int, default=None, help="torch intra-op threads per process.")
+        labels.add_argument("--model_cache", default=None, help="Where the embedded model is built (default ~/.cache/newsbeam).")
+        labels.add_argument("--min_language_confidence", type=float, default=0.5)

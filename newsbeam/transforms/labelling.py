@@ -1,0 +1,141 @@
+"""Topic and sentiment labels inside Beam via ``RunInference``.
+
+Beam's HuggingFace handlers need TensorFlow with transformers 5, so newsbeam
+has its own ``ModelHandler``. RunInference loads the model once per worker
+process and shares it across threads; batches are cut by an estimated token
+budget, and the encoder sorts each batch by length so padding stays small.
+A batch that raises is dead-lettered article by article with the reason.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+from newsbeam.records import Article, DeadLetter
+
+LOGGER = logging.getLogger(__name__)
+
+DEAD_LETTER = "dead_letter"
+STAGE = "label"
+CHARS_PER_TOKEN_ESTIMATE = 3
+
+
+@dataclass(frozen=True)
+class LabellerConfig:
+    """Everything needed to build a Labeller on a worker; addresses, not objects."""
+
+    encoder: Optional[str] = None
+    heads: Optional[str] = None
+    taxonomy: Optional[str] = None
+    topic_model: Optional[str] = None
+    sentiment_model: Optional[str] = None
+    label_map: Optional[str] = None
+    max_tokens: int = 256
+    max_batch_tokens: int = 8192
+    torch_threads: Optional[int] = None
+    cache_dir: Optional[str] = None
+
+    def load(self):
+        from newsbeam.model.labeller import load_labeller
+
+        return load_labeller(
+            encoder=self.encoder,
+            heads=self.heads,
+            taxonomy=self.taxonomy,
+            topic_model=self.topic_model,
+            sentiment_model=self.sentiment_model,
+            label_map=self.label_map,
+            max_tokens=self.max_tokens,
+            max_batch_tokens=self.max_batch_tokens,
+            torch_threads=self.torch_threads,
+            cache_dir=self.cache_dir,
+        )
+
+
+def labelling_text(article: Article) -> str:
+    from newsbeam.model.labeller import article_text
+
+    return article_text(article.title, article.summary, article.body)
+
+
+def apply_labels(article: Article, labels, model_id: str) -> Article:
+    return article.replace(
+        topic=labels.topic,
+        topic_score=None if labels.topic_score is None else round(float(labels.topic_score), 4),
+        topic_scores=tuple((label, round(float(score), 4)) for label, score in labels.topic_scores),
+        sentiment=labels.sentiment,
+        sentiment_score=None if labels.sentiment_score is None else round(float(labels.sentiment_score), 4),
+        model=model_id,
+    )
+
+
+class ArticleModelHandler(ModelHandler[Article, Article, Any]):
+    """Article batches in, labelled Articles out; one encoder pass per article."""
+
+    def __init__(self, config: LabellerConfig, max_batch_articles: int = 256):
+        super().__init__()
+        self.config = config
+        self.max_batch_articles = max_batch_articles
+
+    def load_model(self):
+        return self.config.load()
+
+    def estimated_tokens(self, article: Article) -> int:
+        characters = len(labelling_text(article))
+        return max(1, min(self.config.max_tokens, 2 + characters // CHARS_PER_TOKEN_ESTIMATE))
+
+    def batch_elements_kwargs(self):
+        # The weight of a batch is its estimated token count, so long articles
+        # make smaller batches and short ones larger, at a similar cost each.
+        return {
+            "min_batch_size": 1,
+            "max_batch_size": max(self.config.max_batch_tokens * 4, self.config.max_tokens),
+            "element_size_fn": self.estimated_tokens,
+        }
+
+    def run_inference(self, batch: Sequence[Article], model, inference_args=None) -> Iterable[Article]:
+        texts = [labelling_text(article) for article in batch]
+        labels = model.label_token_ids(model.token_ids(texts))
+        return [apply_labels(article, label, model.model_id) for article, label in zip(batch, labels)]
+
+    def get_num_bytes(self, batch: Sequence[Article]) -> int:
+        return sum(len(labelling_text(article).encode()) for article in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "newsbeam_labels"
+
+
+class _DeadLetterFailedBatchesFn(beam.DoFn):
+    def __init__(self):
+        self.failed = Metrics.counter("newsbeam", "dead_lettered_label")
+
+    def process(self, failed):
+        batch, error = failed
+        reason = f"inference failed: {type(error).__name__}: {error}"
+        for article in batch:
+            self.failed.inc()
+            yield DeadLetter(
+                source=article.source,
+                stage=STAGE,
+                reason=reason[:2000],
+                excerpt=DeadLetter.excerpt_of(article.title or article.body),
+                article_id=article.article_id,
+            )
+
+
+class LabelArticles(beam.PTransform):
+    """Articles -> labelled Articles (main) and DeadLetters (``dead_letter``)."""
+
+    def __init__(self, handler: ModelHandler):
+        super().__init__()
+        self.handler = handler
+
+    def expand(self, articles):
+        labelled, failures = articles | "RunEncoderAndHeads" >> RunInference(self.handler).with_exception_handling()
+        dead = failures.failed_inferences | "DeadLetterFailedBatches" >> beam.ParDo(_DeadLetterFailedBatchesFn())
+        return {"articles": labelled, DEAD_LETTER: dead}

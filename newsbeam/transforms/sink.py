@@ -1,0 +1,258 @@
+"""Hive-partitioned Parquet sink with a two-phase commit.
+
+Phase 1 writes every file under ``<output>/_tmp/<run_id>/`` with a name no
+reader globs (``*.inprogress``). Phase 2, once all of them exist, creates the
+partition folders and renames each file to
+``<output>/<key>=<value>/.../part-<run_id>-<n>.parquet``. A rename is atomic
+on local disk and object creation is atomic on GCS, so a reader never sees a
+partial file; a run that fails before phase 2 leaves nothing visible.
+
+Beam's ``fileio.WriteToFiles`` is not used: into Hive folders on local disk its
+final rename fails on the missing folder and the rows are lost with exit 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+from urllib.parse import quote, urlsplit
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from newsbeam.records import Article, DeadLetter
+from newsbeam.schema import DEFAULT_PARTITION_KEYS, ERROR_SCHEMA, FILE_SCHEMA, article_to_row
+
+LOGGER = logging.getLogger(__name__)
+
+TMP_DIR = "_tmp"
+ERRORS_DIR = "_errors"
+RUNS_DIR = "_runs"
+DEFAULT_MAX_ROWS_PER_FILE = 50_000
+ROW_GROUP_ROWS = 5_000
+COMPRESSION = "zstd"
+SUPPORTED_PARTITION_KEYS = ("dt", "lang", "month", "year", "source_host")
+SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+LANGUAGE_VALUE_RE = re.compile(r"^[a-z]{2,3}$")
+DATE_VALUE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def join_path(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts) if parts else base
+
+
+def validate_partition_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    unknown = [key for key in keys if key not in SUPPORTED_PARTITION_KEYS]
+    if unknown or not keys:
+        raise ValueError(f"unknown partition key(s) {unknown!r}; expected some of {SUPPORTED_PARTITION_KEYS}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"partition keys repeat: {list(keys)!r}")
+    return tuple(keys)
+
+
+def sanitise_partition_value(value: Any) -> str:
+    """A value that is exactly one safe path segment.
+
+    Anything outside ``[A-Za-z0-9_.-]`` is percent-encoded (Hive's own escape),
+    and values made of dots or starting with one are encoded too, so no value
+    can climb out of the output folder or hide itself.
+    """
+    text = "" if value is None else str(value)
+    if not text:
+        return "__HIVE_DEFAULT_PARTITION__"
+    if SAFE_VALUE_RE.match(text) and not text.startswith("."):
+        return text
+    encoded = quote(text, safe="-_")  # '.' and '/' are encoded as well
+    encoded = encoded.replace(".", "%2E")
+    if len(encoded) > 100:
+        encoded = encoded[:80] + "-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return encoded
+
+
+def partition_values(article: Article, keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    date = article.partition_date
+    values = {
+        "dt": date if DATE_VALUE_RE.match(date) else None,
+        "month": date[:7],
+        "year": date[:4],
+        "lang": article.language if LANGUAGE_VALUE_RE.match(article.language or "") else "und",
+        "source_host": (urlsplit(article.source).hostname or "local") if article.source else "local",
+    }
+    return tuple((key, sanitise_partition_value(values[key])) for key in keys)
+
+
+def partition_path(values: Iterable[tuple[str, str]]) -> str:
+    return "/".join(f"{key}={value}" for key, value in values)
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    temp_path: str
+    final_path: str
+    partition: str
+    rows: int
+
+
+def write_parquet(path: str, schema: pa.Schema, rows: Sequence[dict]) -> None:
+    stream = FileSystems.create(path)
+    try:
+        with pq.ParquetWriter(stream, schema, compression=COMPRESSION) as writer:
+            for start in range(0, len(rows), ROW_GROUP_ROWS):
+                writer.write_table(pa.Table.from_pylist(list(rows[start : start + ROW_GROUP_ROWS]), schema=schema))
+    finally:
+        stream.close()
+
+
+class _WriteTempFilesFn(beam.DoFn):
+    """(partition, rows) -> WrittenFile per chunk, each a finished temp file."""
+
+    def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int):
+        self.output = output
+        self.run_id = run_id
+        self.schema = schema
+        self.max_rows_per_file = max_rows_per_file
+
+    def process(self, keyed_rows, window=beam.DoFn.WindowParam):
+        partition, rows = keyed_rows
+        rows = sorted(rows, key=lambda row: row.get("article_id") or "")
+        window_tag = _window_tag(window)
+        for number, start in enumerate(range(0, len(rows), self.max_rows_per_file)):
+            chunk = rows[start : start + self.max_rows_per_file]
+            temp_path = join_path(self.output, TMP_DIR, self.run_id, f"{uuid.uuid4().hex}.parquet.inprogress")
+            write_parquet(temp_path, self.schema, chunk)
+            name = f"part-{self.run_id}{window_tag}-{_short_hash(partition)}-{number:04d}.parquet"
+            yield WrittenFile(temp_path, join_path(self.output, partition, name), partition, len(chunk))
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _window_tag(window) -> str:
+    if isinstance(window, beam.window.IntervalWindow):
+        return f"-w{int(window.start.micros // 1_000_000)}"
+    return ""
+
+
+def make_dirs(path: str) -> None:
+    """Create a folder (and parents) if the filesystem has folders; GCS has none."""
+    if FileSystems.get_scheme(path) not in (None, "file"):
+        return
+    import os
+
+    os.makedirs(path, exist_ok=True)
+
+
+def remove_temp_files(output: str, run_id: str) -> None:
+    """Drop what a run left in its temp folder (retried bundles' leftovers)."""
+    folder = join_path(output, TMP_DIR, run_id)
+    leftovers = [m.path for m in FileSystems.match([join_path(folder, "*")])[0].metadata_list]
+    if leftovers:
+        FileSystems.delete(leftovers)
+    if FileSystems.get_scheme(folder) in (None, "file") and FileSystems.exists(folder):
+        FileSystems.delete([folder])
+
+
+class _CommitFilesFn(beam.DoFn):
+    """Phase 2: rename every finished temp file to its final Hive path."""
+
+    def __init__(self, output: str, run_id: str, counter: str):
+        self.output = output
+        self.run_id = run_id
+        self.counter_name = counter
+
+    def setup(self):
+        self.rows_committed = Metrics.counter("newsbeam", self.counter_name)
+        self.files_committed = Metrics.counter("newsbeam", f"{self.counter_name}_files")
+
+    def process(self, written: list[WrittenFile]):
+        for item in sorted(written, key=lambda w: w.final_path):
+            make_dirs(FileSystems.split(item.final_path)[0])
+            if FileSystems.exists(item.final_path):
+                # A retried commit bundle: the file already landed.
+                if not FileSystems.exists(item.temp_path):
+                    yield item
+                    continue
+                FileSystems.delete([item.final_path])
+            FileSystems.rename([item.temp_path], [item.final_path])
+            self.rows_committed.inc(item.rows)
+            self.files_committed.inc()
+            yield item
+
+
+class _WriteRows(beam.PTransform):
+    """(partition, row) pairs -> committed WrittenFile records."""
+
+    def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int, counter: str):
+        super().__init__()
+        self.output, self.run_id, self.schema = output, run_id, schema
+        self.max_rows_per_file, self.counter = max_rows_per_file, counter
+
+    def expand(self, keyed_rows):
+        return (
+            keyed_rows
+            | "GroupByPartition" >> beam.GroupByKey()
+            | "WriteTempFiles" >> beam.ParDo(_WriteTempFilesFn(self.output, self.run_id, self.schema, self.max_rows_per_file))
+            | "GatherWrittenFiles" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+            | "CommitFiles" >> beam.ParDo(_CommitFilesFn(self.output, self.run_id, self.counter))
+        )
+
+
+class WriteArticles(beam.PTransform):
+    """Articles -> Hive-partitioned Parquet files under ``output``."""
+
+    def __init__(
+        self,
+        output: str,
+        run_id: str,
+        partition_keys: Sequence[str] = DEFAULT_PARTITION_KEYS,
+        max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+    ):
+        super().__init__()
+        self.output = output
+        self.run_id = run_id
+        self.partition_keys = validate_partition_keys(partition_keys)
+        self.max_rows_per_file = max_rows_per_file
+
+    def expand(self, articles):
+        keys, run_id = self.partition_keys, self.run_id
+        return (
+            articles
+            | "KeyByPartition" >> beam.Map(lambda a: (partition_path(partition_values(a, keys)), article_to_row(a, run_id)))
+            | "WritePartitions" >> _WriteRows(self.output, run_id, FILE_SCHEMA, self.max_rows_per_file, "rows_written")
+        )
+
+
+def dead_letter_row(letter: DeadLetter, run_id: str) -> dict:
+    return {
+        "run_id": run_id,
+        "stage": letter.stage,
+        "source": letter.source,
+        "article_id": letter.article_id,
+        "reason": letter.reason,
+        "excerpt": letter.excerpt,
+    }
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetter records -> ``<output>/_errors/run_id=<id>/part-*.parquet``."""
+
+    def __init__(self, output: str, run_id: str):
+        super().__init__()
+        self.output = output
+        self.run_id = run_id
+
+    def expand(self, letters):
+        run_id = self.run_id
+        folder = f"{ERRORS_DIR}/run_id={sanitise_partition_value(run_id)}"
+        return (
+            letters
+            | "KeyErrors" >> beam.Map(lambda letter: (folder, dead_letter_row(letter, run_id)))
+            | "WriteErrors" >> _WriteRows(self.output, run_id, ERROR_SCHEMA, DEFAULT_MAX_ROWS_PER_FILE, "dead_letters_written")
+        )
