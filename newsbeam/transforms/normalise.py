@@ -132,9 +132,8 @@ def parse_timestamp(value: Optional[str], *, now: Optional[dt.datetime] = None) 
     if not value or not value.strip():
         return None
     now = now or dt.datetime.now(dt.timezone.utc)
-    try:
-        parsed = date_parser.parse(value.strip())
-    except (ValueError, OverflowError, TypeError):
+    parsed = _parse_any_date(value.strip())
+    if parsed is None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
@@ -145,6 +144,18 @@ def parse_timestamp(value: Optional[str], *, now: Optional[dt.datetime] = None) 
     if parsed < EARLIEST_PLAUSIBLE or parsed > now + FUTURE_TOLERANCE:
         return None
     return parsed.isoformat(timespec="microseconds")
+
+
+def _parse_any_date(value: str) -> Optional[dt.datetime]:
+    # ISO-8601 first: exact and fast; dateutil for RFC 822 and the rest.
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        pass
+    try:
+        return date_parser.parse(value)
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def is_tracking_param(name: str) -> bool:

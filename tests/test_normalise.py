@@ -1,0 +1,165 @@
+"""Normalisation: text, dates, canonical URLs and ids (examples + properties)."""
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from newsbeam.records import RawEntry
+from newsbeam.transforms.normalise import (
+    canonical_url,
+    clean_text,
+    html_to_text,
+    normalise_entry,
+    parse_timestamp,
+)
+
+SEED = Path(__file__).resolve().parents[1] / "newsbeam" / "seeds" / "000_adb80237c80a1eea.txt"
+NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def test_html_keeps_paragraphs_and_drops_scripts_styles_comments():
+    html = (
+        "<style>p{color:red}</style><p>First <b>bold</b> line.</p><!-- hidden -->"
+        "<script>alert('x')</script><div>Second&nbsp;para &amp; more</div><ul><li>one</li><li>two</li></ul>"
+    )
+    assert html_to_text(html) == "First bold line.\n\nSecond para & more\n\none\n\ntwo"
+
+
+def test_plain_text_with_angle_brackets_is_not_treated_as_html():
+    assert html_to_text("3 < 4 and 5 > 2") == "3 < 4 and 5 > 2"
+
+
+def test_clean_text_removes_invisible_and_control_characters():
+    dirty = "a\u200bb\u202ec\x07d\ufeff  \t e\r\n\n\n\nf"
+    assert clean_text(dirty) == "abc d e\n\nf"
+
+
+def test_persian_zero_width_non_joiner_inside_a_word_is_kept():
+    word = "می\u200cخواهم"  # ZWNJ is spelling in Persian
+    assert clean_text(f" {word} \u200c") == word
+
+
+def test_arabic_seed_comes_through_byte_exact():
+    text = SEED.read_text(encoding="utf-8")
+    headline = text.split("\n", 1)[0]
+    entry = RawEntry(source=str(SEED), title=headline, body=text.split("\n", 1)[1], body_is_html=False,
+                     fetched_at=NOW.isoformat())
+    article = normalise_entry(entry, now=NOW)
+    assert article.title == headline.strip()
+    expected_paragraphs = [line.strip() for line in text.split("\n", 1)[1].split("\n") if line.strip()]
+    assert [p for p in article.body.split("\n") if p] == expected_paragraphs
+
+
+def test_nfc_composes_decomposed_characters():
+    assert clean_text("e\u0301te\u0301") == "\u00e9t\u00e9"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Mon, 06 Sep 2021 10:00:00 +0300", "2021-09-06T07:00:00.000000+00:00"),
+        ("2021-09-06T10:00:00Z", "2021-09-06T10:00:00.000000+00:00"),
+        ("2021-09-06 10:00", "2021-09-06T10:00:00.000000+00:00"),  # naive means UTC
+        ("2999-01-01T00:00:00Z", None),  # far future
+        ("1899-12-31T00:00:00Z", None),  # before 1900
+        ("not a date at all", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_timestamp(raw, expected):
+    assert parse_timestamp(raw, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("HTTPS://News.Example.COM:443/a/B?utm_source=x&b=2&a=1#frag", "https://news.example.com/a/B?a=1&b=2"),
+        ("http://example.com:8080/x?fbclid=abc", "http://example.com:8080/x"),
+        ("https://user:pw@example.com/story", "https://example.com/story"),
+        ("https://example.com", "https://example.com/"),
+        ("not a url", None),
+        ("", None),
+    ],
+)
+def test_canonical_url(url, expected):
+    assert canonical_url(url) == expected
+
+
+def test_article_id_is_stable_across_tracking_variants_and_content_hash_follows_text():
+    base = dict(source="feed", title="Same story", summary="<p>Body text here.</p>", fetched_at=NOW.isoformat())
+    one = normalise_entry(RawEntry(url="https://ex.com/s?utm_campaign=a", **base), now=NOW)
+    two = normalise_entry(RawEntry(url="https://EX.com/s#comments", **base), now=NOW)
+    three = normalise_entry(RawEntry(url="https://other.com/copy", **base), now=NOW)
+    assert one.article_id == two.article_id != three.article_id
+    assert one.content_hash == three.content_hash
+
+
+def test_file_without_url_gets_id_from_source_and_content():
+    a = normalise_entry(RawEntry(source="a.txt", title="T", body="B", body_is_html=False), now=NOW)
+    b = normalise_entry(RawEntry(source="b.txt", title="T", body="B", body_is_html=False), now=NOW)
+    assert a.url is None and a.article_id != b.article_id
+
+
+def test_entry_without_any_text_is_an_error():
+    with pytest.raises(ValueError, match="no title, summary or body"):
+        normalise_entry(RawEntry(source="feed", url="https://ex.com/a", title="  ", summary="<p></p>"))
+
+
+def test_missing_date_falls_back_to_fetched_date_for_partition():
+    article = normalise_entry(RawEntry(source="f", title="t", fetched_at="2024-05-02T03:04:05Z"), now=NOW)
+    assert article.published_at is None and article.partition_date == "2024-05-02"
+
+
+# ---- properties -------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_clean_text_is_idempotent_nfc_and_free_of_controls(text):
+    once = clean_text(text)
+    assert clean_text(once) == once
+    assert unicodedata.is_normalized("NFC", once)
+    assert not any(unicodedata.category(ch) == "Cc" and ch != "\n" for ch in once)
+    assert "\u200b" not in once and "\n\n\n" not in once and once == once.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Zs", "Zl", "Zp", "Cs")), min_size=1))
+def test_visible_words_survive_cleaning_unchanged(word):
+    nfc = unicodedata.normalize("NFC", word)
+    assert clean_text(f"  {word}\u200b  ") == nfc
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    host=st.from_regex(r"[a-z][a-z0-9-]{0,20}\.(com|org|net)", fullmatch=True),
+    path=st.from_regex(r"(/[A-Za-z0-9_-]{1,10}){0,3}", fullmatch=True),
+    params=st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), st.from_regex(r"[a-z0-9]{0,6}", fullmatch=True), max_size=4),
+)
+def test_canonical_url_is_idempotent_and_drops_tracking(host, path, params):
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    url = f"HTTPS://{host.upper()}{path}?{query}&utm_source=feed#top"
+    canon = canonical_url(url)
+    assert canonical_url(canon) == canon
+    assert "utm_" not in canon and "#" not in canon
+    assert canon.startswith(f"https://{host}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(min_value=dt.datetime(1900, 1, 2), max_value=dt.datetime(2100, 1, 1), timezones=st.timezones()))
+def test_parse_timestamp_is_utc_and_rejects_only_absurd_dates(moment):
+    try:
+        parsed = parse_timestamp(moment.isoformat(), now=NOW)
+    except OverflowError:  # pragma: no cover - hypothesis edge of tz database
+        return
+    utc = moment.astimezone(dt.timezone.utc)
+    if utc > NOW + dt.timedelta(days=2) or utc.year < 1900:
+        assert parsed is None
+    else:
+        assert parsed is not None and parsed.endswith("+00:00")
+        assert dt.datetime.fromisoformat(parsed) == utc.replace(microsecond=utc.microsecond)
