@@ -1,0 +1,17 @@
+"""Sentence encoders: the embedded multilingual-e5-small default and any
+``transformers`` encoder by hub id or path.
+
+``Encoder``/``load_encoder`` are imported lazily so that importing this package
+(e.g. while building a pipeline graph) does not pull in torch.
+"""
+from newsbeam.model.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model
+
+__all__ = ["EMBEDDED_MODEL_ID", "Encoder", "ensure_embedded_model", "load_encoder"]
+
+
+def __getattr__(name: str):
+    if name in ("Encoder", "load_encoder"):
+        from newsbeam.model import encoder
+
+        return getattr(encoder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

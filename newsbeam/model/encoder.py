@@ -1,0 +1,222 @@
+"""Sentence embeddings from a Hugging Face encoder: the embedded default or any
+``transformers`` model given by hub id, local folder or remote (gs://...) folder.
+
+One :class:`Encoder` is meant to be shared by every thread of a worker: the
+model only runs forward passes under ``torch.inference_mode()``, and the one
+piece of mutable state, the tokenizer's truncation setting, sits behind a lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from newsbeam.model.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_TOKENS = 8192
+PASSAGE_PREFIX = "passage: "
+QUERY_PREFIX = "query: "
+# tokenizers without a real limit report model_max_length as a huge sentinel
+_UNSET_MODEL_MAX_LENGTH = 1_000_000
+# RoBERTa-style models number positions from pad_token_id + 1
+_OFFSET_POSITION_MODELS = frozenset({"roberta", "xlm-roberta", "camembert"})
+
+
+class Encoder:
+    """A transformer encoder and its tokenizer, for mean-pooled embeddings."""
+
+    def __init__(self, model, tokenizer, model_id: str, *, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS):
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.max_batch_tokens = max_batch_tokens
+        config = model.config
+        self.hidden_size: int = config.hidden_size
+        self.num_layers: int = config.num_hidden_layers
+        self.max_tokens_limit: int = _max_input_tokens(config, tokenizer)
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.unk_id: Optional[int] = tokenizer.unk_token_id
+        self._tokenizer_lock = threading.Lock()
+
+    def tokenize(self, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+        """Token ids with special tokens, at most ``max_tokens`` per text (the
+        closing special token is kept when truncating)."""
+        if max_tokens < 2:
+            raise ValueError(f"max_tokens must leave room for the special tokens, got {max_tokens}")
+        if not texts:
+            return []
+        limit = min(max_tokens, self.max_tokens_limit)
+        with self._tokenizer_lock:  # the fast tokenizer mutates its truncation state per call
+            encoded = self.tokenizer(list(texts), truncation=True, max_length=limit, add_special_tokens=True)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def count_unknown(self, ids: Sequence[int]) -> int:
+        """How many of ``ids`` are the unknown token."""
+        if self.unk_id is None:
+            return 0
+        return sum(1 for token_id in ids if token_id == self.unk_id)
+
+    def pooled_layers(self, token_ids: Sequence[Sequence[int]], layers: tuple[int, ...] = (-1,)) -> np.ndarray:
+        """Attention-masked mean of the hidden states of ``layers``, shape
+        (N, len(layers), hidden), float32, in input order.
+
+        Layer indices address ``hidden_states`` as transformers returns it:
+        0 is the embedding output, ``num_layers`` (or -1) the last layer.
+        Texts run in length-sorted batches of at most ``max_batch_tokens``
+        padded tokens, each padded only to its own longest text.
+        """
+        if not layers:
+            raise ValueError("layers must name at least one layer")
+        for layer in layers:
+            if not -(self.num_layers + 1) <= layer <= self.num_layers:
+                raise ValueError(f"layer {layer} out of range for {self.num_layers} layers (+ embeddings)")
+        for position, ids in enumerate(token_ids):
+            if not ids:
+                raise ValueError(f"token_ids[{position}] is empty; tokenize() always adds special tokens")
+        pooled = np.zeros((len(token_ids), len(layers), self.hidden_size), dtype=np.float32)
+        for batch in self._length_sorted_batches(token_ids):
+            pooled[batch] = self._pool_batch([token_ids[i] for i in batch], layers)
+        return pooled
+
+    def embed(self, texts: Sequence[str], max_tokens: int = 512, prefix: str = PASSAGE_PREFIX) -> np.ndarray:
+        """L2-normalised last-layer mean pooling of ``prefix + text``, shape (N, hidden)."""
+        if not texts:
+            return np.zeros((0, self.hidden_size), dtype=np.float32)
+        ids = self.tokenize([prefix + text for text in texts], max_tokens)
+        vectors = self.pooled_layers(ids, (-1,))[:, 0, :]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def _length_sorted_batches(self, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for index in order:
+            # sorted ascending, so this text sets the batch's padded length
+            if current and (len(current) + 1) * len(token_ids[index]) > self.max_batch_tokens:
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _pool_batch(self, batch_ids: list[Sequence[int]], layers: tuple[int, ...]) -> np.ndarray:
+        longest = max(len(ids) for ids in batch_ids)
+        input_ids = torch.full((len(batch_ids), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch_ids), longest), dtype=torch.long)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        only_last = all(layer in (-1, self.num_layers) for layer in layers)
+        with torch.inference_mode():
+            output = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                output_hidden_states=not only_last)
+            states = [output.last_hidden_state] * len(layers) if only_last else [
+                output.hidden_states[layer] for layer in layers]
+            mask = attention_mask.unsqueeze(-1).to(states[0].dtype)
+            counts = mask.sum(dim=1)
+            pooled = torch.stack([(state * mask).sum(dim=1) / counts for state in states], dim=1)
+        return pooled.float().numpy()
+
+
+def _max_input_tokens(config, tokenizer) -> int:
+    limit = getattr(config, "max_position_embeddings", None) or _UNSET_MODEL_MAX_LENGTH
+    if getattr(config, "model_type", "") in _OFFSET_POSITION_MODELS:
+        limit -= (getattr(config, "pad_token_id", 1) or 0) + 1
+    model_max_length = getattr(tokenizer, "model_max_length", None)
+    if model_max_length and model_max_length < _UNSET_MODEL_MAX_LENGTH:
+        limit = min(limit, model_max_length)
+    return limit
+
+
+def is_remote_path(name_or_path: str) -> bool:
+    """True for a URL-style path (gs://, s3://, ...) that needs Beam's FileSystems."""
+    scheme, separator, _ = name_or_path.partition("://")
+    return bool(separator) and scheme.lower() != "file" and scheme.isidentifier()
+
+
+def copy_remote_folder(url: str, cache_dir: Optional[str | os.PathLike] = None) -> Path:
+    """Copy every file under ``url`` to a local folder named after the URL, once.
+
+    Like the embedded model, the copy goes to a temporary sibling first and is
+    renamed into place, so concurrent loaders never read a partial folder.
+    """
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    folder = root / "remote" / hashlib.sha1(url.encode("utf-8")).hexdigest()[:16]
+    if folder.is_dir():
+        return folder
+    prefix = url.rstrip("/") + "/"
+    matches = FileSystems.match([prefix + "**"])[0].metadata_list
+    if not matches:
+        raise FileNotFoundError(f"no files under {url!r}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        for metadata in matches:
+            relative = metadata.path[len(prefix):]
+            if not relative or relative.startswith("/") or ".." in Path(relative).parts:
+                raise ValueError(f"unexpected file {metadata.path!r} under {url!r}")
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as source, \
+                    open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if not folder.is_dir():  # not lost to a concurrent copy: a real error
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOGGER.info("copied model %s to %s", url, folder)
+    return folder
+
+
+def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str | os.PathLike] = None,
+                 torch_threads: Optional[int] = None) -> Encoder:
+    """Load an :class:`Encoder`.
+
+    ``None`` gives the embedded multilingual-e5-small (converted on first use
+    into ``cache_dir``); otherwise a hub id, a local folder, or a remote folder
+    (``gs://bucket/model/``) which is first copied to the local cache. Only
+    safetensors weights and no remote code are ever loaded. ``torch_threads``
+    sets torch's intra-op thread count, which is process-wide.
+    """
+    from transformers import AutoModel, AutoTokenizer, BertModel
+
+    if torch_threads is not None:
+        if torch_threads < 1:
+            raise ValueError(f"torch_threads must be positive, got {torch_threads}")
+        torch.set_num_threads(torch_threads)
+    if name_or_path is None:
+        folder = ensure_embedded_model(cache_dir)
+        # the checkpoint has no pooler (e5 mean-pools), so none is built
+        model = BertModel.from_pretrained(folder, use_safetensors=True, add_pooling_layer=False,
+                                          dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        return Encoder(model, tokenizer, EMBEDDED_MODEL_ID)
+
+    if is_remote_path(name_or_path):
+        source = str(copy_remote_folder(name_or_path, cache_dir))
+    else:
+        source = name_or_path.removeprefix("file://")
+    model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    return Encoder(model, tokenizer, name_or_path)
