@@ -5,6 +5,7 @@ Exit codes of ``newsbeam run``:
   1  the pipeline or the sink failed; nothing of this run is visible
   2  bad configuration (unknown flag value, missing --output, bad feed list)
   3  nothing could be read: every source failed
+  4  another run holds the --state folder's lock
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ, EXIT_LOCKED = 0, 1, 2, 3, 4
 SECRET_WORDS = ("token", "secret", "password", "credential", "key", "auth")
 LOGGER = logging.getLogger("newsbeam")
 
@@ -53,8 +54,7 @@ def public_options(options: PipelineOptions) -> dict:
 
 
 def run_pipeline(argv: Sequence[str]) -> int:
-    from newsbeam.pipeline.graph import build, new_run_id
-    from newsbeam.pipeline.manifest import build_manifest, format_summary, write_manifest
+    from newsbeam.pipeline.graph import new_run_id
     from newsbeam.pipeline.options import NewsOptions
 
     if any(flag in ("-h", "--help") for flag in argv):
@@ -66,6 +66,32 @@ def run_pipeline(argv: Sequence[str]) -> int:
         # The embedded default never needs the hub; don't let a library try.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     news.run_id = news.run_id or new_run_id()
+    if not news.output:
+        print("newsbeam: --output is required (a local folder or gs:// path)", file=sys.stderr)
+        return EXIT_CONFIG
+    lock = None
+    if news.state:
+        from newsbeam.transforms.incremental import StateLock, StateLocked, recover_uncommitted
+
+        try:
+            lock = StateLock(news.state).acquire()
+        except StateLocked as error:
+            print(f"newsbeam: {error}", file=sys.stderr)
+            return EXIT_LOCKED
+    try:
+        if news.state and not news.full_refresh:
+            recover_uncommitted(news.state, news.output)
+        return _run_and_report(options, news)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_and_report(options: PipelineOptions, news) -> int:
+    from newsbeam.pipeline.graph import build
+    from newsbeam.pipeline.manifest import build_manifest, format_summary, write_manifest
+    from newsbeam.transforms.sink import remove_temp_files
+
     started_at = dt.datetime.now(dt.timezone.utc)
     try:
         pipeline = build(options)
@@ -80,13 +106,11 @@ def run_pipeline(argv: Sequence[str]) -> int:
         LOGGER.exception("pipeline failed")
         status, error_text = "failed", f"{type(error).__name__}: {error}"[:2000]
     if status == "committed":
-        from newsbeam.transforms.sink import remove_temp_files
-
         remove_temp_files(news.output, news.run_id)
-    if status == "committed" and news.state and not news.full_refresh:
-        from newsbeam.transforms.incremental import commit_state
+        if news.state:
+            from newsbeam.transforms.incremental import commit_state
 
-        commit_state(news.state, news.output, news.run_id)
+            commit_state(news.state, news.output, news.run_id)
     manifest = build_manifest(output=news.output, run_id=news.run_id, result=result, started_at=started_at,
                               status=status, error=error_text, options=public_options(options))
     path = write_manifest(news.output, manifest)

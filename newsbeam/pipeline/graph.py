@@ -38,17 +38,16 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Pipeline on the runner asked for, or on a local runner chosen here.
 
     Beam's DirectRunner first tries to download the Prism runner; offline that
-    fails noisily. Unless ``--runner`` is given, batch runs go straight to the
-    FnApiRunner (which also honours --direct_running_mode) and streaming runs
-    to the BundleBasedDirectRunner.
+    fails noisily. Unless ``--runner`` is given, runs go straight to the
+    FnApiRunner, which honours --direct_running_mode and runs the polling
+    sources (PeriodicImpulse, MatchContinuously: splittable DoFns) that the
+    BundleBasedDirectRunner cannot. Locally a --streaming run therefore
+    executes its windows when the sources stop (--max_duration); the real
+    streaming target is Dataflow.
     """
     standard = options.view_as(StandardOptions)
     if standard.runner:
         return beam.Pipeline(options=options)
-    if standard.streaming:
-        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
-
-        return beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     return beam.Pipeline(runner=FnApiRunner(), options=options)
@@ -71,23 +70,34 @@ def labeller_config(news: NewsOptions):
     )
 
 
-def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str):
+def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming: bool):
     """All sources' RawEntries and their dead letters, as two lists of PCollections."""
     entries, dead = [], []
     inputs = news.inputs
     if not news.feeds and not inputs:
+        if streaming:
+            raise ValueError("--streaming needs --feeds or --inputs (a folder to watch)")
         inputs = default_inputs()
     if news.feeds:
         from newsbeam.transforms.feed_source import ReadFeeds, fetch_policy_from
 
-        feeds = pipeline | "ReadFeeds" >> ReadFeeds(news.feeds, fetch_policy_from(news), state=None if news.full_refresh else news.state)
+        state = None if news.full_refresh else news.state
+        read = ReadFeeds(news.feeds, fetch_policy_from(news), state=state, run_id=run_id,
+                         poll=_poll_settings(news) if streaming else None)
+        feeds = pipeline | "ReadFeeds" >> read
         entries.append(feeds["entries"])
         dead.append(feeds[DEAD_LETTER])
     if inputs:
-        files = pipeline | "ReadFiles" >> ReadFiles(inputs)
+        files = pipeline | "ReadFiles" >> ReadFiles(inputs, watch=_poll_settings(news) if streaming else None)
         entries.append(files["entries"])
         dead.append(files[DEAD_LETTER])
     return entries, dead
+
+
+def _poll_settings(news: NewsOptions) -> tuple[float, Optional[float]]:
+    if news.poll_interval <= 0:
+        raise ValueError(f"--poll_interval must be > 0, got {news.poll_interval!r}")
+    return news.poll_interval, news.max_duration
 
 
 def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, run_id: Optional[str] = None) -> beam.Pipeline:
@@ -95,11 +105,12 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     news = options.view_as(NewsOptions)
     if not news.output:
         raise ValueError("--output is required (a local folder or gs:// path)")
+    streaming = bool(options.view_as(StandardOptions).streaming)
     run_id = run_id or news.run_id or new_run_id()
     news.run_id = run_id
     pipeline = pipeline if pipeline is not None else make_pipeline(options)
 
-    entry_sets, dead_sets = read_sources(pipeline, news, run_id)
+    entry_sets, dead_sets = read_sources(pipeline, news, run_id, streaming)
     entries = entry_sets[0] if len(entry_sets) == 1 else tuple(entry_sets) | "MergeSources" >> beam.Flatten()
     normalised = entries | "Normalise" >> NormaliseEntries()
     dead_sets.append(normalised[DEAD_LETTER])
@@ -108,7 +119,12 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         from newsbeam.transforms.incremental import SkipAlreadyWritten
 
         articles = articles | "SkipAlreadyWritten" >> SkipAlreadyWritten(news.state, news.output)
-    articles = articles | "Deduplicate" >> DeduplicateArticles()
+    if streaming:
+        from newsbeam.transforms.streaming import DeduplicateStream
+
+        articles = articles | "Deduplicate" >> DeduplicateStream(news.dedup_ttl)
+    else:
+        articles = articles | "Deduplicate" >> DeduplicateArticles()
     articles = articles | "DetectLanguage" >> DetectLanguage(news.min_language_confidence)
     if not news.skip_labels:
         from newsbeam.transforms.labelling import ArticleModelHandler, LabelArticles
@@ -116,6 +132,12 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         labelled = articles | "Label" >> LabelArticles(ArticleModelHandler(labeller_config(news)))
         dead_sets.append(labelled[DEAD_LETTER])
         articles = labelled["articles"]
+    dead_letters = tuple(dead_sets) | "MergeDeadLetters" >> beam.Flatten()
+    if streaming:
+        from newsbeam.transforms.streaming import fixed_windows
+
+        articles = articles | "WindowArticles" >> fixed_windows(news.window_seconds, news.allowed_lateness)
+        dead_letters = dead_letters | "WindowDeadLetters" >> fixed_windows(news.window_seconds, news.allowed_lateness)
     articles | "WriteDataset" >> WriteArticles(news.output, run_id, news.partition_keys, news.max_rows_per_file)
-    tuple(dead_sets) | "MergeDeadLetters" >> beam.Flatten() | "WriteDeadLetters" >> WriteDeadLetters(news.output, run_id)
+    dead_letters | "WriteDeadLetters" >> WriteDeadLetters(news.output, run_id)
     return pipeline

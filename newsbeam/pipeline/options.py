@@ -40,6 +40,12 @@ class NewsOptions(PipelineOptions):
         fetch.add_argument("--poll_interval", type=float, default=300.0, help="Streaming: seconds between polls.")
         fetch.add_argument("--max_duration", type=float, default=None,
                            help="Streaming: stop polling after this many seconds.")
+        fetch.add_argument("--window_seconds", type=float, default=60.0,
+                           help="Streaming: files are written per fixed window of this length.")
+        fetch.add_argument("--dedup_ttl", type=float, default=7 * 24 * 3600.0,
+                           help="Streaming: seconds an article id is remembered for dedup.")
+        fetch.add_argument("--allowed_lateness", type=float, default=24 * 3600.0,
+                           help="Streaming: late elements within this many seconds get an extra pane.")
 
         labels = parser.add_argument_group("newsbeam labels")
         labels.add_argument("--skip_labels", action="store_true", default=False,

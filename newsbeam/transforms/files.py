@@ -192,15 +192,22 @@ class _ReadFileFn(beam.DoFn):
 class ReadFiles(beam.PTransform):
     """Paths/globs/directories -> RawEntry, with unreadable files dead-lettered."""
 
-    def __init__(self, patterns: list[str], max_bytes: int = DEFAULT_MAX_FILE_BYTES):
+    def __init__(self, patterns: list[str], max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                 watch: Optional[tuple[float, Optional[float]]] = None):
         super().__init__()
         self.patterns = list(patterns)
         self.max_bytes = max_bytes
+        self.watch = watch  # (poll interval, max duration): watch for new files
 
     def expand(self, pbegin):
+        if self.watch:
+            from newsbeam.transforms.streaming import WatchFiles
+
+            paths = pbegin | "WatchInputFiles" >> WatchFiles(self.patterns, *self.watch)
+        else:
+            paths = pbegin | "ListInputFiles" >> beam.Create(expand_inputs(self.patterns))
         return (
-            pbegin
-            | "ListInputFiles" >> beam.Create(expand_inputs(self.patterns))
+            paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFile" >> beam.ParDo(_ReadFileFn(self.max_bytes)).with_outputs(DEAD_LETTER, main="entries")
         )

@@ -118,10 +118,10 @@ class _WriteTempFilesFn(beam.DoFn):
         self.schema = schema
         self.max_rows_per_file = max_rows_per_file
 
-    def process(self, keyed_rows, window=beam.DoFn.WindowParam):
+    def process(self, keyed_rows, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         partition, rows = keyed_rows
         rows = sorted(rows, key=lambda row: row.get("article_id") or "")
-        window_tag = _window_tag(window)
+        window_tag = _window_tag(window, pane)
         for number, start in enumerate(range(0, len(rows), self.max_rows_per_file)):
             chunk = rows[start : start + self.max_rows_per_file]
             temp_path = join_path(self.output, TMP_DIR, self.run_id, f"{uuid.uuid4().hex}.parquet.inprogress")
@@ -134,9 +134,11 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _window_tag(window) -> str:
+def _window_tag(window, pane) -> str:
+    """Streaming files name their window and pane, so late panes never collide."""
     if isinstance(window, beam.window.IntervalWindow):
-        return f"-w{int(window.start.micros // 1_000_000)}"
+        index = getattr(pane, "index", 0) or 0
+        return f"-w{int(window.start.micros // 1_000_000)}p{index}"
     return ""
 
 

@@ -1,0 +1,156 @@
+"""Articles from feeds over HTTP: fetch politely, parse, report every feed.
+
+The feed list is read when the graph is built, so a bad list fails at once.
+Each feed is fetched by one DoFn call with the run's FetchPolicy; a feed that
+fails becomes a dead-letter row and a failed status, and the run goes on.
+Statuses (ETag, Last-Modified, outcome) go to the state folder's pending area
+and are merged into ``feeds.json`` only once the run's data is committed.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from newsbeam.records import DeadLetter, FeedSpec
+from newsbeam.transforms.http import FetchError, FetchPolicy, HttpFetcher
+from newsbeam.transforms.normalise import utc_now_iso
+
+LOGGER = logging.getLogger(__name__)
+
+DEAD_LETTER = "dead_letter"
+FEED_STATUS = "feed_status"
+
+
+def fetch_policy_from(news) -> FetchPolicy:
+    return FetchPolicy(
+        read_timeout=news.fetch_timeout,
+        max_bytes=news.max_feed_bytes,
+        allow_private_addresses=news.allow_private_addresses,
+    )
+
+
+def resolve_feed_specs(feeds: Iterable[str]) -> list[FeedSpec]:
+    """Feed URLs and feed-list files -> FeedSpecs, first occurrence of a URL wins."""
+    from newsbeam.transforms.feedlist import load_feed_list
+
+    specs: dict[str, FeedSpec] = {}
+    for item in feeds:
+        for spec in load_feed_list(item):
+            specs.setdefault(spec.url, spec)
+    if not specs:
+        raise ValueError(f"--feeds {list(feeds)!r} lists no feed")
+    return list(specs.values())
+
+
+class FetchFeedFn(beam.DoFn):
+    """FeedSpec -> RawEntries; failures and statuses on tagged outputs."""
+
+    def __init__(self, policy: FetchPolicy, feed_state: Optional[dict] = None):
+        self.policy = policy
+        self.initial_state = dict(feed_state or {})
+        self.feeds_ok = Metrics.counter("newsbeam", "feeds_ok")
+        self.feeds_failed = Metrics.counter("newsbeam", "feeds_failed")
+        self.not_modified = Metrics.counter("newsbeam", "feeds_not_modified")
+        self.entries_read = Metrics.counter("newsbeam", "entries_read")
+
+    def setup(self):
+        self.fetcher = HttpFetcher(self.policy)
+        # In streaming, later polls reuse what earlier polls learnt.
+        self.validators = {url: dict(entry) for url, entry in self.initial_state.items()}
+
+    def teardown(self):
+        fetcher = getattr(self, "fetcher", None)
+        if fetcher is not None:
+            fetcher.close()
+
+    def _failed(self, spec: FeedSpec, stage: str, reason: str, at: str):
+        self.feeds_failed.inc()
+        LOGGER.warning("feed %s failed at %s: %s", spec.url, stage, reason)
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(source=spec.url, stage=stage, reason=reason))
+        yield beam.pvalue.TaggedOutput(FEED_STATUS, {"url": spec.url, "ok": False, "reason": reason, "at": at})
+
+    def process(self, spec: FeedSpec):
+        from newsbeam.transforms.feeds import FeedParseError, parse_feed
+
+        at = utc_now_iso()
+        known = self.validators.get(spec.url, {})
+        try:
+            result = self.fetcher.fetch(spec.url, etag=known.get("etag"), last_modified=known.get("last_modified"))
+        except FetchError as error:
+            yield from self._failed(spec, "fetch", str(error), at)
+            return
+        status = {"url": spec.url, "ok": True, "at": at, "status": result.status, "etag": result.etag,
+                  "last_modified": result.last_modified, "not_modified": result.not_modified}
+        if result.not_modified:
+            self.not_modified.inc()
+            yield beam.pvalue.TaggedOutput(FEED_STATUS, status)
+            return
+        try:
+            parsed = parse_feed(result.body, source=spec.url, response_headers=result.headers,
+                                language_hint=spec.language, fetched_at=at)
+        except FeedParseError as error:
+            yield from self._failed(spec, "parse_feed", str(error), at)
+            return
+        self.feeds_ok.inc()
+        self.entries_read.inc(len(parsed.entries))
+        self.validators[spec.url] = {"etag": result.etag, "last_modified": result.last_modified}
+        yield beam.pvalue.TaggedOutput(FEED_STATUS, {**status, "entries": len(parsed.entries)})
+        for entry in parsed.entries:
+            yield entry if not spec.name else _with_source_title(entry, spec.name)
+
+
+def _with_source_title(entry, name: str):
+    import dataclasses
+
+    return dataclasses.replace(entry, source_title=name)
+
+
+class _WritePendingStatusesFn(beam.DoFn):
+    def __init__(self, state: str, run_id: str):
+        self.state = state
+        self.run_id = run_id
+
+    def process(self, statuses: list[dict]):
+        from newsbeam.transforms.incremental import write_pending_feed_statuses
+
+        write_pending_feed_statuses(self.state, self.run_id, statuses)
+        yield len(statuses)
+
+
+class ReadFeeds(beam.PTransform):
+    """Feed URLs / feed-list files -> {"entries", "dead_letter", "feed_status"}."""
+
+    def __init__(self, feeds: list[str], policy: FetchPolicy, state: Optional[str] = None, run_id: str = "",
+                 poll: Optional[tuple[float, Optional[float]]] = None):
+        super().__init__()
+        self.specs = resolve_feed_specs(feeds)
+        self.policy = policy
+        self.state = state
+        self.run_id = run_id
+        self.poll = poll  # (interval, max_duration) in streaming mode
+
+    def expand(self, pbegin):
+        from newsbeam.transforms.incremental import load_feed_state
+
+        if self.poll:
+            from newsbeam.transforms.streaming import PollFeeds
+
+            specs = pbegin | "PollFeeds" >> PollFeeds(self.specs, *self.poll)
+        else:
+            specs = pbegin | "ListFeeds" >> beam.Create(self.specs)
+        outputs = (
+            specs
+            | "SpreadFeeds" >> beam.Reshuffle()
+            | "FetchAndParseFeed" >> beam.ParDo(FetchFeedFn(self.policy, load_feed_state(self.state)))
+            .with_outputs(DEAD_LETTER, FEED_STATUS, main="entries")
+        )
+        if self.state and not self.poll:
+            (
+                outputs[FEED_STATUS]
+                | "GatherFeedStatuses" >> beam.combiners.ToList()
+                | "WritePendingFeedState" >> beam.ParDo(_WritePendingStatusesFn(self.state, self.run_id))
+            )
+        return {"entries": outputs["entries"], DEAD_LETTER: outputs[DEAD_LETTER], FEED_STATUS: outputs[FEED_STATUS]}
