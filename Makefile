@@ -25,6 +25,8 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(VENV)/bin/newsbeam run --output $(OUTPUT)
+	$(VENV)/bin/newsbeam report --data $(OUTPUT) --out $(dir $(OUTPUT))report.html
+	@echo "report: $(dir $(OUTPUT))report.html"
 
 test: install-test
 	$(PY) -m pytest -q

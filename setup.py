@@ -31,9 +31,10 @@ setup(
         "pyyaml>=6",
         "duckdb>=1.1",
         "matplotlib>=3.8",
+        "jinja2>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "polars>=1.0", "pandas>=2.0"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "polars>=2.0", "pandas>=2.0"],
         "bench": ["pandas>=2.0", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["newsbeam=newsbeam.pipeline.cli:main"]},

@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from newsbeam.faults import crash_point
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ, EXIT_LOCKED = 0, 1, 2, 3, 4
 SECRET_WORDS = ("token", "secret", "password", "credential", "key", "auth")
 LOGGER = logging.getLogger("newsbeam")
@@ -110,12 +112,17 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         if news.state:
             from newsbeam.transforms.incremental import commit_state
 
+            crash_point("before_state")
             commit_state(news.state, news.output, news.run_id)
+        crash_point("before_manifest")
     manifest = build_manifest(output=news.output, run_id=news.run_id, result=result, started_at=started_at,
                               status=status, error=error_text, options=public_options(options))
-    path = write_manifest(news.output, manifest)
     print(format_summary(manifest))
-    print(f"manifest: {path}")
+    try:
+        print(f"manifest: {write_manifest(news.output, manifest)}")
+    except Exception as error:  # an unwritable output already failed the run; say so, keep the exit code
+        print(f"newsbeam: could not write the run manifest: {error}", file=sys.stderr)
+        return EXIT_FAILED
     if status != "committed":
         return EXIT_FAILED
     counts = manifest["counts"]
@@ -124,7 +131,9 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         return EXIT_NOTHING_READ
     output = news.output.rstrip("/")
     print(f"data: {output}/")
-    print(f"query: duckdb -c \"SELECT dt, lang, topic, sentiment, title FROM read_parquet('{output}/*=*/**/*.parquet', hive_partitioning=true) LIMIT 20\"")
+    print(f"query: newsbeam query --data {output} \"SELECT dt, lang, topic, sentiment, title FROM articles LIMIT 20\"")
+    print(f"   or: duckdb -c \"SELECT dt, lang, topic, sentiment, title FROM read_parquet('{output}/*=*/**/*.parquet', "
+          f"hive_partitioning=true, union_by_name=true) LIMIT 20\"")
     return EXIT_OK
 
 

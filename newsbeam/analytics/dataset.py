@@ -1,0 +1,125 @@
+"""Open the Parquet dataset in DuckDB, with the articles registered as a view.
+
+Layout: ``<root>/<key>=<value>/.../part-*.parquet`` (Hive partitions, default
+``dt``/``lang``), run manifests in ``<root>/_runs/*.json`` and dead letters in
+``<root>/_errors/``. Only ``key=value`` folders feed the ``articles`` view.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from newsbeam.schema import DEFAULT_PARTITION_KEYS, ERROR_SCHEMA, FILE_SCHEMA, PARTITION_FIELDS
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path("data/articles")
+ARTICLES_VIEW = "articles"
+ERRORS_VIEW = "errors"
+PARTITION_FOLDER = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_]*)=(?P<value>.*)$")
+
+# DuckDB spellings of the partition types in newsbeam.schema.PARTITION_FIELDS;
+# a key the schema does not know stays VARCHAR rather than being guessed.
+DUCKDB_TYPES = {pa.date32(): "DATE", pa.string(): "VARCHAR"}
+
+
+def detect_partition_keys(root: Path) -> tuple[str, ...]:
+    """The ``key=value`` folder names from ``root`` down to the first file, in order."""
+    keys: list[str] = []
+    folder = Path(root)
+    while folder.is_dir():
+        partitions = sorted(
+            child for child in folder.iterdir() if child.is_dir() and PARTITION_FOLDER.match(child.name)
+        )
+        if not partitions:
+            break
+        keys.append(PARTITION_FOLDER.match(partitions[0].name).group("key"))
+        folder = partitions[0]
+    return tuple(keys)
+
+
+def articles_glob(root: Path, partition_keys: tuple[str, ...]) -> str:
+    """A glob over the article files only, so ``_runs``/``_errors`` never match."""
+    folders = [f"{key}=*" for key in partition_keys]
+    return str(Path(root).joinpath(*folders, "*.parquet"))
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _hive_types(partition_keys: tuple[str, ...]) -> str:
+    types = []
+    for key in partition_keys:
+        field = PARTITION_FIELDS.get(key)
+        duckdb_type = DUCKDB_TYPES.get(field.type, "VARCHAR") if field is not None else "VARCHAR"
+        types.append(f"{_sql_string(key)}: {duckdb_type}")
+    return "{" + ", ".join(types) + "}"
+
+
+def _has_files(pattern: str) -> bool:
+    return next(glob.iglob(pattern), None) is not None
+
+
+def _empty_articles_table(partition_keys: tuple[str, ...]) -> pa.Table:
+    fields = list(FILE_SCHEMA) + [PARTITION_FIELDS.get(key, pa.field(key, pa.string())) for key in partition_keys]
+    return pa.schema(fields).empty_table()
+
+
+def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views ``articles`` and ``errors`` over ``data_dir``.
+
+    ``articles`` unions files by column name, so files written with an older
+    (add-only) schema version read with the newer columns as NULL. Partition
+    columns are typed from newsbeam.schema (``dt`` is a DATE). A missing or
+    empty dataset gives empty views with the full schema, not an error.
+    """
+    root = Path(data_dir)
+    connection = duckdb.connect(database)
+    # Timestamps are stored in UTC; show and cast them (e.g. to DATE) in UTC too.
+    connection.execute("SET TimeZone = 'UTC'")
+    partition_keys = detect_partition_keys(root)
+    pattern = articles_glob(root, partition_keys)
+    if _has_files(pattern):
+        hive_options = f", hive_types = {_hive_types(partition_keys)}" if partition_keys else ""
+        connection.execute(
+            f"CREATE VIEW {ARTICLES_VIEW} AS SELECT * FROM read_parquet({_sql_string(pattern)}, "
+            f"hive_partitioning = {str(bool(partition_keys)).lower()}, union_by_name = true{hive_options})"
+        )
+    else:
+        LOGGER.warning("no article files under %s; the articles view is empty", root)
+        connection.register(ARTICLES_VIEW, _empty_articles_table(partition_keys or DEFAULT_PARTITION_KEYS))
+    errors_glob = str(root / "_errors" / "*" / "*.parquet")
+    if _has_files(errors_glob):
+        connection.execute(
+            f"CREATE VIEW {ERRORS_VIEW} AS SELECT * FROM read_parquet({_sql_string(errors_glob)}, "
+            "hive_partitioning = false, union_by_name = true)"
+        )
+    else:
+        connection.register(ERRORS_VIEW, ERROR_SCHEMA.empty_table())
+    return connection
+
+
+def read_run_manifests(data_dir: Path | str = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
+    """Run manifests from ``_runs/``, newest first; unreadable ones are logged and skipped."""
+    manifests = []
+    for path in sorted((Path(data_dir) / "_runs").glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            LOGGER.warning("skipping unreadable run manifest %s: %s", path, error)
+            continue
+        if not isinstance(manifest, dict):
+            LOGGER.warning("skipping run manifest %s: expected a JSON object", path)
+            continue
+        manifest.setdefault("run_id", path.stem)
+        manifests.append(manifest)
+    manifests.sort(key=lambda manifest: str(manifest.get("started_at") or manifest["run_id"]), reverse=True)
+    return manifests
