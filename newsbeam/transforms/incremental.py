@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from newsbeam.faults import crash_point
 from newsbeam.records import Article
 from newsbeam.transforms.sink import ERRORS_DIR, TMP_DIR, join_path, make_dirs
 
@@ -245,6 +246,7 @@ def commit_state(state: str, output: str, run_id: str) -> None:
 
     ids = written_keys_in(committed_files(output, run_id))
     write_text_atomically(ids_path(state, run_id), "\n".join(ids) + ("\n" if ids else ""))
+    crash_point("mid_state")
     pending = list_paths(join_path(state, PENDING_DIR, run_id, "*.json"))
     statuses = [status for path in pending for status in json.loads(read_text(path) or "[]")]
     if statuses:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from newsbeam.faults import crash_point
 from newsbeam.records import Article, DeadLetter
 from newsbeam.schema import DEFAULT_PARTITION_KEYS, ERROR_SCHEMA, FILE_SCHEMA, article_to_row
 
@@ -126,6 +127,7 @@ class _WriteTempFilesFn(beam.DoFn):
             chunk = rows[start : start + self.max_rows_per_file]
             temp_path = join_path(self.output, TMP_DIR, self.run_id, f"{uuid.uuid4().hex}.parquet.inprogress")
             write_parquet(temp_path, self.schema, chunk)
+            crash_point("after_temp_file")
             name = f"part-{self.run_id}{window_tag}-{_short_hash(partition)}-{number:04d}.parquet"
             yield WrittenFile(temp_path, join_path(self.output, partition, name), partition, len(chunk))
 
@@ -183,6 +185,7 @@ class _CommitFilesFn(beam.DoFn):
                     continue
                 FileSystems.delete([item.final_path])
             FileSystems.rename([item.temp_path], [item.final_path])
+            crash_point("mid_commit")
             self.rows_committed.inc(item.rows)
             self.files_committed.inc()
             yield item

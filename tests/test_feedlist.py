@@ -1,0 +1,173 @@
+"""load_feed_list: URLs and feed-list files in every supported format."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from newsbeam.records import FeedSpec
+from newsbeam.transforms.feedlist import load_feed_list
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_a_feed_url_is_its_own_list():
+    assert load_feed_list("https://example.com/rss.xml") == [FeedSpec("https://example.com/rss.xml")]
+
+
+def test_text_list_skips_comments_and_blank_lines(tmp_path):
+    path = write(tmp_path, "feeds.txt", """# world news
+https://example.com/world.xml
+
+   https://example.org/atom.xml   # trailing comment
+#https://example.net/commented-out.xml
+https://example.com/page#section
+""")
+
+    assert load_feed_list(path) == [
+        FeedSpec("https://example.com/world.xml"),
+        FeedSpec("https://example.org/atom.xml"),
+        FeedSpec("https://example.com/page#section"),
+    ]
+
+
+def test_text_list_drops_duplicate_urls_keeping_first(tmp_path):
+    path = write(tmp_path, "feeds.txt", "https://a.example/1\nhttps://b.example/2\nhttps://a.example/1\n")
+
+    assert [spec.url for spec in load_feed_list(path)] == ["https://a.example/1", "https://b.example/2"]
+
+
+OPML = """<?xml version="1.0" encoding="UTF-8"?>
+<opml version="2.0">
+  <head><title>My subscriptions</title></head>
+  <body>
+    <outline text="News" title="News">
+      <outline type="rss" text="World text" title="World" xmlUrl="https://example.com/world.xml"
+               htmlUrl="https://example.com/" language="en"/>
+      <outline text="Deeper">
+        <outline type="rss" text="Le Monde" xmlUrl="https://example.fr/une.xml" language="fr"/>
+      </outline>
+    </outline>
+    <outline type="link" text="Just a link" url="https://example.com/about"/>
+    <outline type="rss" xmlUrl="https://example.org/untitled.xml"/>
+  </body>
+</opml>"""
+
+
+def test_opml_nested_outlines_with_titles_and_languages(tmp_path):
+    assert load_feed_list(write(tmp_path, "subs.opml", OPML)) == [
+        FeedSpec("https://example.com/world.xml", name="World", language="en"),
+        FeedSpec("https://example.fr/une.xml", name="Le Monde", language="fr"),
+        FeedSpec("https://example.org/untitled.xml"),
+    ]
+
+
+def test_opml_detected_by_content_without_extension(tmp_path):
+    assert len(load_feed_list(write(tmp_path, "export", OPML))) == 3
+
+
+def test_opml_with_entity_declarations_is_refused(tmp_path):
+    bomb = OPML.replace('<opml version="2.0">', '<!DOCTYPE opml [<!ENTITY a "aaaaaaaaaa">]>\n<opml version="2.0">')
+    path = write(tmp_path, "bomb.opml", bomb)
+
+    with pytest.raises(ValueError, match=r"bomb\.opml.*entities"):
+        load_feed_list(path)
+
+
+YAML_MAPPING = """feeds:
+  - url: https://example.com/world.xml
+    name: World
+    language: en
+  - url: https://example.de/news.xml
+  - https://example.org/plain.xml   # a bare URL works too
+"""
+
+
+def test_yaml_feeds_mapping(tmp_path):
+    assert load_feed_list(write(tmp_path, "feeds.yaml", YAML_MAPPING)) == [
+        FeedSpec("https://example.com/world.xml", name="World", language="en"),
+        FeedSpec("https://example.de/news.xml"),
+        FeedSpec("https://example.org/plain.xml"),
+    ]
+
+
+def test_yaml_bare_list_detected_by_content(tmp_path):
+    path = write(tmp_path, "feeds.conf", "- https://a.example/rss\n- url: https://b.example/rss\n  name: B\n")
+
+    assert load_feed_list(path) == [FeedSpec("https://a.example/rss"), FeedSpec("https://b.example/rss", name="B")]
+
+
+TOML = """# my feeds
+[[feeds]]
+url = "https://example.com/world.xml"
+name = "World"
+language = "en"
+
+[[feeds]]
+url = "https://example.jp/news.rdf"
+language = "ja"
+"""
+
+
+def test_toml_feeds_tables(tmp_path):
+    assert load_feed_list(write(tmp_path, "feeds.toml", TOML)) == [
+        FeedSpec("https://example.com/world.xml", name="World", language="en"),
+        FeedSpec("https://example.jp/news.rdf", language="ja"),
+    ]
+
+
+def test_toml_detected_by_content(tmp_path):
+    assert len(load_feed_list(write(tmp_path, "feeds.cfg", TOML))) == 2
+
+
+def test_gzipped_list_is_read_through_beam_filesystems(tmp_path):
+    path = tmp_path / "feeds.txt.gz"
+    path.write_bytes(gzip.compress(b"https://example.com/a.xml\n"))
+
+    assert load_feed_list(str(path)) == [FeedSpec("https://example.com/a.xml")]
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("feeds.yaml", "feeds:\n  - name: No URL here\n", r"feed #1 has no url"),
+    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    nmae: typo\n", r"unknown key\(s\) \['nmae'\]"),
+    ("feeds.yaml", "feeds: https://a.example/\n", r"'feeds' must be a list"),
+    ("feeds.yaml", "sources:\n  - https://a.example/\n", r"unknown top-level key\(s\) \['sources'\]"),
+    ("feeds.yaml", "feeds: [unclosed\n", r"not valid YAML"),
+    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    language: 7\n", r"language must be text"),
+    ("feeds.toml", "[[feeds]]\nname = 'x'\n", r"feed #1 has no url"),
+    ("feeds.toml", "[[feeds]\nurl = \n", r"not valid TOML"),
+    ("feeds.txt", "https://ok.example/\nftp://example.com/feed.xml\n", r"line 2: 'ftp://example.com/feed.xml' is not an http\(s\) URL"),
+    ("feeds.txt", "example.com/rss\n", r"line 1: 'example.com/rss' is not an http\(s\) URL"),
+    ("feeds.txt", "# only comments\n\n", r"lists no feeds"),
+    ("feeds.opml", "<opml><body><outline text='x'", r"not well-formed OPML"),
+    ("feeds.opml", "<rss version='2.0'/>", r"root element is <rss>, expected <opml>"),
+    ("feeds.opml", "<opml><body><outline text='Bad' xmlUrl='file:///etc/passwd'/></body></opml>",
+     r"outline 'Bad': 'file:///etc/passwd' is not an http\(s\) URL"),
+])
+def test_bad_feed_list_fails_naming_file_and_problem(tmp_path, name, text, problem):
+    path = write(tmp_path, name, text)
+
+    with pytest.raises(ValueError, match=problem) as caught:
+        load_feed_list(path)
+
+    assert name in str(caught.value)
+
+
+def test_missing_file_fails_naming_it(tmp_path):
+    missing = str(tmp_path / "nope.txt")
+
+    with pytest.raises(ValueError, match=r"nope\.txt.*cannot be read"):
+        load_feed_list(missing)
+
+
+def test_non_utf8_file_fails_naming_it(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("https://example.com/caf\xe9\n".encode("latin-1"))
+
+    with pytest.raises(ValueError, match=r"latin\.txt.*not UTF-8"):
+        load_feed_list(str(path))
