@@ -122,9 +122,17 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     if streaming:
         from newsbeam.transforms.streaming import DeduplicateStream
 
-        articles = articles | "Deduplicate" >> DeduplicateStream(news.dedup_ttl)
+        articles = (articles | "Deduplicate" >> DeduplicateStream(news.dedup_ttl))["articles"]
     else:
         articles = articles | "Deduplicate" >> DeduplicateArticles()
+    if news.full_text:
+        from newsbeam.transforms.feed_source import fetch_policy_from
+        from newsbeam.transforms.pages import FetchFullText
+
+        # After dedup and the state filter: a page is fetched once, for new articles only.
+        articles = articles | "FetchFullText" >> FetchFullText(
+            fetch_policy_from(news), news.page_concurrency_per_host, news.page_rate_per_host,
+            news.page_user_agent, max_buffering_secs=5.0 if streaming else None)
     articles = articles | "DetectLanguage" >> DetectLanguage(news.min_language_confidence)
     if not news.skip_labels:
         from newsbeam.transforms.labelling import ArticleModelHandler, LabelArticles

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import platform
+import sys
+import threading
 from typing import Any, Optional
 
 import pyarrow.parquet as pq
@@ -16,6 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from newsbeam import __version__
+
+LOGGER = logging.getLogger(__name__)
 from newsbeam.transforms.sink import ERRORS_DIR, RUNS_DIR, join_path, sanitise_partition_value
 
 SOURCE_STAGES = ("fetch", "parse_feed", "read_file")
@@ -23,20 +28,51 @@ COUNTER_NAMES = (
     "feeds_ok", "feeds_failed", "feeds_not_modified", "files_read", "files_failed", "entries_read",
     "already_written", "duplicates", "duplicates_by_article_id", "duplicates_by_content_hash",
     "dead_lettered_normalise", "dead_lettered_label", "rows_written", "dead_letters_written",
-    "language_undetermined",
+    "language_undetermined", "pages_fetched", "pages_failed", "pages_used", "pages_skipped_robots",
 )
 
 
 def metric_counters(result) -> dict[str, int]:
     counts = {name: 0 for name in COUNTER_NAMES}
     try:
-        queried = result.metrics().query(MetricsFilter().with_namespace("newsbeam"))
+        queried = _query_with_deep_stack(result)
     except Exception:  # a runner without metrics support still gets a manifest
+        LOGGER.warning("could not read pipeline metrics; counts will be zero", exc_info=True)
         return counts
     for counter in queried.get("counters", []):
         value = counter.committed if counter.committed is not None else counter.attempted
         counts[counter.key.metric.name] = counts.get(counter.key.metric.name, 0) + int(value or 0)
     return counts
+
+
+def _query_with_deep_stack(result):
+    """Query metrics in a thread with a deep stack.
+
+    The FnApiRunner merges per-bundle metric records recursively, and a polling
+    (streaming) run has thousands of bundles: that overflows the default
+    recursion limit, and a higher limit needs a larger C stack to be safe.
+    """
+    found: dict = {}
+
+    def query():
+        try:
+            found["metrics"] = result.metrics().query(MetricsFilter().with_namespace("newsbeam"))
+        except BaseException as error:  # handed back to the caller's thread
+            found["error"] = error
+
+    previous_limit = sys.getrecursionlimit()
+    previous_stack = threading.stack_size(512 * 1024 * 1024)
+    sys.setrecursionlimit(max(previous_limit, 200_000))
+    try:
+        worker = threading.Thread(target=query, name="newsbeam-metrics")
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(previous_stack)
+        sys.setrecursionlimit(previous_limit)
+    if "error" in found:
+        raise found["error"]
+    return found["metrics"]
 
 
 def committed_files(output: str, run_id: str) -> list[str]:
@@ -115,6 +151,7 @@ def build_manifest(
         "rows_per_partition": partitions,
         "failures": [{"stage": f["stage"], "source": f["source"], "reason": f["reason"]} for f in source_failures],
         "dead_letters_by_stage": _count_by(letters, "stage"),
+        "pages": {name[len("pages_"):]: counters[name] for name in COUNTER_NAMES if name.startswith("pages_")},
         "timings": {"wall_seconds": round((finished_at - started_at).total_seconds(), 3)},
         "versions": versions(),
         "options": options or {},

@@ -37,6 +37,11 @@ class NewsOptions(PipelineOptions):
                            help="Allow feed URLs on loopback/private/link-local addresses (tests, intranets).")
         fetch.add_argument("--fetch_timeout", type=float, default=20.0, help="Read timeout per request, seconds.")
         fetch.add_argument("--max_feed_bytes", type=int, default=20_000_000)
+        fetch.add_argument("--full_text", action="store_true", default=False,
+                           help="Fetch each new entry's page and use its main text when longer (robots.txt honoured).")
+        fetch.add_argument("--page_concurrency_per_host", type=int, default=2)
+        fetch.add_argument("--page_rate_per_host", type=float, default=1.0, help="Page requests/second per host.")
+        fetch.add_argument("--page_user_agent", default=None, help="User-Agent for pages (newsbeam is always named).")
         fetch.add_argument("--poll_interval", type=float, default=300.0, help="Streaming: seconds between polls.")
         fetch.add_argument("--max_duration", type=float, default=None,
                            help="Streaming: stop polling after this many seconds.")

@@ -19,7 +19,8 @@ and retries):
 Known limits of ``urllib.robotparser``: rules match by plain path prefix (the
 ``*`` and ``$`` wildcards that Google popularised are taken literally, so such
 a rule blocks less than its author meant) and the first matching rule of a
-group wins rather than the longest. A user-agent group applies when its name
+group wins rather than the longest; Crawl-delay is read in whole seconds only
+(a fractional one is ignored). A user-agent group applies when its name
 occurs in the first token of our User-Agent (``newsbeam`` by default).
 """
 from __future__ import annotations

@@ -28,6 +28,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from newsbeam.records import Article, FeedSpec
 
+DUPLICATES = "duplicates"
 DEFAULT_WINDOW_SECONDS = 60
 DEFAULT_DEDUP_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
@@ -126,6 +127,7 @@ class _FirstSightingFn(beam.DoFn):
             if self.counter:
                 self.duplicates.inc()
                 self.by_reason.inc()
+                yield beam.pvalue.TaggedOutput(DUPLICATES, keyed[1])
             return
         seen.write(True)
         expiry.set(timestamp + Duration(seconds=self.ttl_seconds))
@@ -137,20 +139,31 @@ class _FirstSightingFn(beam.DoFn):
 
 
 class DeduplicateStream(beam.PTransform):
-    """Streaming dedup by article_id, then by content_hash, with expiring state."""
+    """Streaming dedup by article_id, then by content_hash, with expiring state.
+
+    Returns {"articles": first sightings, "duplicates": the repeats}; the
+    repeats are data, so tests and audits can count them on any runner.
+    """
 
     def __init__(self, ttl_seconds: float = DEFAULT_DEDUP_TTL_SECONDS):
         super().__init__()
         self.ttl_seconds = ttl_seconds
 
     def expand(self, articles):
-        return (
+        by_id = (
             articles
             | "KeyByArticleId" >> beam.Map(lambda a: (a.article_id, a)).with_output_types(tuple[str, Article])
             | "FirstSightingOfId" >> beam.ParDo(_FirstSightingFn(self.ttl_seconds, "article_id"))
+            .with_outputs(DUPLICATES, main="articles")
+        )
+        by_content = (
+            by_id["articles"]
             | "KeyByContentHash" >> beam.Map(lambda a: (a.content_hash, a)).with_output_types(tuple[str, Article])
             | "FirstSightingOfContent" >> beam.ParDo(_FirstSightingFn(self.ttl_seconds, "content_hash"))
+            .with_outputs(DUPLICATES, main="articles")
         )
+        duplicates = (by_id[DUPLICATES], by_content[DUPLICATES]) | "MergeDuplicates" >> beam.Flatten()
+        return {"articles": by_content["articles"], DUPLICATES: duplicates}
 
 
 def fixed_windows(window_seconds: float, allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS_SECONDS):

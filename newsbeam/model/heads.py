@@ -1,0 +1,175 @@
+"""Small trained classifiers ("heads") on top of the frozen encoder.
+
+A head reads the mean-pooled hidden states of a few encoder layers (one
+forward pass yields all of them), concatenates them, standardises each
+feature, and applies one or more dense layers (ReLU between them) to get
+per-label logits. Several heads share one encoder pass: the labeller asks the
+encoder for the union of the layers its heads read.
+
+On disk a head set is two files in one folder: ``heads.json`` (version,
+encoder id, token budget, and per task its labels, layers and shapes) and
+``heads.safetensors`` (``<task>.mean``/``<task>.scale`` in float32, dense
+weights in float16). Nothing is unpickled. The folder may be local or remote
+(gs://...).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+from safetensors.numpy import load as load_safetensors_bytes
+from safetensors.numpy import save as save_safetensors_bytes
+
+from newsbeam.model.taxonomy import SEEDS_DIR, read_bytes
+
+LOGGER = logging.getLogger(__name__)
+
+HEADS_JSON = "heads.json"
+HEADS_WEIGHTS = "heads.safetensors"
+DEFAULT_HEADS_DIR = SEEDS_DIR / "heads"
+FORMAT_VERSION = 1
+TASKS = ("topic", "sentiment")
+
+
+@dataclass(frozen=True, eq=False)
+class Head:
+    """A standardise-then-dense classifier over concatenated pooled layers."""
+
+    task: str
+    labels: tuple[str, ...]
+    layers: tuple[int, ...]  # encoder hidden-state indices (0 = embeddings)
+    mean: np.ndarray  # (features,)
+    scale: np.ndarray  # (features,)
+    weights: tuple[np.ndarray, ...]  # (features, hidden) ... (hidden, labels)
+    biases: tuple[np.ndarray, ...]
+    metadata: Mapping[str, object] = field(default_factory=dict)  # how it was trained, dev scores
+
+    def __post_init__(self):
+        if len(self.weights) != len(self.biases) or not self.weights:
+            raise ValueError(f"head {self.task!r} needs matching, non-empty weights and biases")
+        width = self.mean.shape[0]
+        if self.scale.shape != (width,) or self.weights[0].shape[0] != width:
+            raise ValueError(f"head {self.task!r}: feature width {width} does not match its weights "
+                             f"{self.weights[0].shape} / scale {self.scale.shape}")
+        if self.weights[-1].shape[1] != len(self.labels):
+            raise ValueError(f"head {self.task!r}: {self.weights[-1].shape[1]} outputs for {len(self.labels)} labels")
+
+    @property
+    def feature_width(self) -> int:
+        return int(self.mean.shape[0])
+
+    def features(self, pooled: np.ndarray, pooled_layers: tuple[int, ...]) -> np.ndarray:
+        """This head's standardised input from ``pooled`` (N, len(pooled_layers), hidden)."""
+        try:
+            picks = [pooled_layers.index(layer) for layer in self.layers]
+        except ValueError:
+            raise ValueError(f"head {self.task!r} reads layers {self.layers}, "
+                             f"encoder pass gave {pooled_layers}") from None
+        flat = pooled[:, picks, :].reshape(pooled.shape[0], -1).astype(np.float32)
+        if flat.shape[1] != self.feature_width:
+            raise ValueError(f"head {self.task!r} expects {self.feature_width} features, got {flat.shape[1]} "
+                             "(different encoder hidden size?)")
+        return (flat - self.mean) / self.scale
+
+    def logits(self, pooled: np.ndarray, pooled_layers: Optional[tuple[int, ...]] = None) -> np.ndarray:
+        values = self.features(pooled, self.layers if pooled_layers is None else pooled_layers)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            values = values @ weight.astype(np.float32) + bias.astype(np.float32)
+            if index < last:
+                values = np.maximum(values, 0.0)
+        return values
+
+    def probabilities(self, pooled: np.ndarray, pooled_layers: Optional[tuple[int, ...]] = None) -> np.ndarray:
+        return softmax(self.logits(pooled, pooled_layers))
+
+
+@dataclass(frozen=True)
+class HeadSet:
+    """The heads trained together on one encoder."""
+
+    version: str  # e.g. "heads-v1"; goes into the ``model`` column
+    encoder_id: str
+    max_tokens: int
+    heads: Mapping[str, Head]
+    prefix: str = "passage: "
+    taxonomy_digest: Optional[str] = None
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Every layer some head reads, sorted: what one encoder pass must pool."""
+        return tuple(sorted({layer for head in self.heads.values() for layer in head.layers}))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exponents = np.exp(shifted)
+    return exponents / exponents.sum(axis=-1, keepdims=True)
+
+
+def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
+    """Write ``heads.json`` + ``heads.safetensors`` into ``folder`` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, np.ndarray] = {}
+    tasks = {}
+    for task, head in head_set.heads.items():
+        tensors[f"{task}.mean"] = np.ascontiguousarray(head.mean, dtype=np.float32)
+        tensors[f"{task}.scale"] = np.ascontiguousarray(head.scale, dtype=np.float32)
+        for index, (weight, bias) in enumerate(zip(head.weights, head.biases)):
+            tensors[f"{task}.dense{index}.weight"] = np.ascontiguousarray(weight, dtype=np.float16)
+            tensors[f"{task}.dense{index}.bias"] = np.ascontiguousarray(bias, dtype=np.float16)
+        tasks[task] = {
+            "labels": list(head.labels),
+            "layers": list(head.layers),
+            "dense_layers": len(head.weights),
+            "feature_width": head.feature_width,
+            "metadata": dict(head.metadata),
+        }
+    document = {
+        "format": FORMAT_VERSION,
+        "version": head_set.version,
+        "encoder": head_set.encoder_id,
+        "max_tokens": head_set.max_tokens,
+        "prefix": head_set.prefix,
+        "taxonomy_sha256": head_set.taxonomy_digest,
+        "tasks": tasks,
+    }
+    (folder / HEADS_WEIGHTS).write_bytes(save_safetensors_bytes(tensors, metadata={"format": "np"}))
+    (folder / HEADS_JSON).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return folder
+
+
+def load_heads(folder: Optional[str] = None) -> HeadSet:
+    """The head set in ``folder`` (local or gs://...), else the shipped heads."""
+    base = str(DEFAULT_HEADS_DIR) if folder is None else str(folder).rstrip("/")
+    document = json.loads(read_bytes(f"{base}/{HEADS_JSON}").decode("utf-8"))
+    if document.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{base}/{HEADS_JSON}: unsupported heads format {document.get('format')!r}; "
+                         f"expected {FORMAT_VERSION}")
+    tensors = load_safetensors_bytes(read_bytes(f"{base}/{HEADS_WEIGHTS}"))
+    heads = {}
+    for task, spec in document["tasks"].items():
+        count = int(spec["dense_layers"])
+        heads[task] = Head(
+            task=task,
+            labels=tuple(spec["labels"]),
+            layers=tuple(int(layer) for layer in spec["layers"]),
+            mean=tensors[f"{task}.mean"].astype(np.float32),
+            scale=tensors[f"{task}.scale"].astype(np.float32),
+            weights=tuple(tensors[f"{task}.dense{i}.weight"].astype(np.float32) for i in range(count)),
+            biases=tuple(tensors[f"{task}.dense{i}.bias"].astype(np.float32) for i in range(count)),
+            metadata=spec.get("metadata", {}),
+        )
+    return HeadSet(
+        version=document["version"],
+        encoder_id=document["encoder"],
+        max_tokens=int(document["max_tokens"]),
+        heads=heads,
+        prefix=document.get("prefix", "passage: "),
+        taxonomy_digest=document.get("taxonomy_sha256"),
+    )

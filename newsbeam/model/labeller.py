@@ -1,0 +1,297 @@
+"""Topic and sentiment labels for article texts.
+
+The default path is one encoder pass per article: the text (headline + lead,
+``passage: `` prefix, truncated to ``max_tokens``) is mean-pooled at the few
+layers the trained heads read, and both heads score that one pooled stack.
+
+Two fallbacks, per task:
+
+* zero-shot, when the taxonomy's labels are not the labels a head was trained
+  on (a user ``--taxonomy``), or the encoder is not the one the heads were
+  trained on: each label's descriptions are embedded with the e5 ``query: ``
+  prefix and averaged; the article's last-layer embedding is compared by
+  cosine similarity and a softmax at temperature 0.02 turns those into scores.
+* a Hugging Face text-classification checkpoint (``topic_model`` /
+  ``sentiment_model``), whose labels are mapped onto newsbeam ids by
+  ``label_map``; it reads the text decoded back from the encoder's tokens.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from newsbeam.model.heads import Head, HeadSet, load_heads, softmax
+from newsbeam.model.taxonomy import Taxonomy, load_taxonomy, read_bytes
+
+LOGGER = logging.getLogger(__name__)
+
+PASSAGE_PREFIX = "passage: "
+QUERY_PREFIX = "query: "
+ZERO_SHOT_TEMPERATURE = 0.02
+TOP_TOPICS = 3
+# headline + lead only: far more characters than any token budget needs, so
+# tokenising a very long body costs nothing extra
+MAX_LEAD_CHARS = 6000
+WHITESPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
+BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The label columns for one article (``None`` where the text was empty)."""
+
+    topic: Optional[str]
+    topic_score: Optional[float]
+    topic_scores: tuple[tuple[str, float], ...]
+    sentiment: Optional[str]
+    sentiment_score: Optional[float]
+
+
+EMPTY_LABELS = Labels(None, None, (), None, None)
+
+
+def _clean(text: Optional[str]) -> str:
+    if not text:
+        return ""
+    return BLANK_LINES.sub("\n", WHITESPACE.sub(" ", text)).strip()
+
+
+def article_text(title: Optional[str], summary: Optional[str], body: Optional[str]) -> str:
+    """Headline, then the lead: the summary unless the body already opens with
+    it, then the body. Cut at ``MAX_LEAD_CHARS``; the token budget cuts further."""
+    title, summary, body = _clean(title), _clean(summary), _clean(body)
+    parts = [title] if title else []
+    repeats_body = bool(body) and summary[:100] in body[:len(summary) + 200]
+    if summary and summary != title and not repeats_body:
+        parts.append(summary)
+    if body:
+        parts.append(body)
+    return "\n".join(parts)[:MAX_LEAD_CHARS]
+
+
+class ZeroShotScorer:
+    """Cosine similarity between an article and each label's description embedding."""
+
+    def __init__(self, encoder, labels: Sequence, temperature: float = ZERO_SHOT_TEMPERATURE):
+        self.label_ids = tuple(label.id for label in labels)
+        self.temperature = temperature
+        texts, owners = [], []
+        for index, label in enumerate(labels):
+            for text in label.description_texts():
+                texts.append(text)
+                owners.append(index)
+        vectors = encoder.embed(texts, max_tokens=128, prefix=QUERY_PREFIX)
+        prototypes = np.zeros((len(self.label_ids), vectors.shape[1]), dtype=np.float32)
+        np.add.at(prototypes, np.asarray(owners), vectors)
+        self.prototypes = prototypes / np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+
+    def probabilities(self, last_layer: np.ndarray) -> np.ndarray:
+        vectors = last_layer / np.maximum(np.linalg.norm(last_layer, axis=1, keepdims=True), 1e-12)
+        return softmax((vectors @ self.prototypes.T) / self.temperature)
+
+
+class TextClassifier:
+    """A Hugging Face sequence classifier whose labels map onto newsbeam ids."""
+
+    def __init__(self, name_or_path: str, label_ids: Sequence[str], label_map: Optional[Mapping[str, str]] = None,
+                 max_tokens: int = 256, cache_dir: Optional[str] = None):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from newsbeam.model.encoder import copy_remote_folder, is_remote_path
+
+        source = str(copy_remote_folder(name_or_path, cache_dir)) if is_remote_path(name_or_path) else name_or_path
+        self.name = name_or_path
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            source, use_safetensors=True, trust_remote_code=False, dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        self.max_tokens = max_tokens
+        self.label_ids = tuple(label_ids)
+        by_lower = {label.lower(): label for label in self.label_ids}
+        columns, targets = [], []
+        for index, model_label in sorted(self.model.config.id2label.items()):
+            target = label_map.get(model_label) if label_map is not None else by_lower.get(str(model_label).lower())
+            if target is None:
+                continue
+            if target not in self.label_ids:
+                raise ValueError(f"label map sends {model_label!r} to {target!r}, not one of {list(self.label_ids)}")
+            columns.append(int(index))
+            targets.append(self.label_ids.index(target))
+        if not columns:
+            raise ValueError(f"none of {name_or_path}'s labels {list(self.model.config.id2label.values())} "
+                             f"map onto {list(self.label_ids)}; pass --label_map")
+        self.columns = np.asarray(columns)
+        self.targets = np.asarray(targets)
+
+    def probabilities(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        """(N, len(label_ids)): the model's softmax, summed per newsbeam id, renormalised
+        over the mapped labels."""
+        import torch
+
+        result = np.zeros((len(texts), len(self.label_ids)), dtype=np.float32)
+        limit = min(self.max_tokens, getattr(self.tokenizer, "model_max_length", self.max_tokens) or self.max_tokens)
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start:start + batch_size])
+            encoded = self.tokenizer(batch, truncation=True, max_length=limit, padding=True, return_tensors="pt")
+            with torch.inference_mode():
+                logits = self.model(**encoded).logits.float().numpy()
+            model_probabilities = softmax(logits)[:, self.columns]
+            for column, target in enumerate(self.targets):
+                result[start:start + len(batch), target] += model_probabilities[:, column]
+        return result / np.maximum(result.sum(axis=1, keepdims=True), 1e-12)
+
+
+class Labeller:
+    """Labels article texts; thread-safe for concurrent ``label_*`` calls."""
+
+    def __init__(self, encoder, taxonomy: Taxonomy, *, heads: Optional[HeadSet] = None,
+                 topic_classifier: Optional[TextClassifier] = None,
+                 sentiment_classifier: Optional[TextClassifier] = None,
+                 max_tokens: int = 256, prefix: str = PASSAGE_PREFIX):
+        self.encoder = encoder
+        self.taxonomy = taxonomy
+        self.max_tokens = max_tokens
+        self.prefix = prefix
+        self.classifiers = {"topic": topic_classifier, "sentiment": sentiment_classifier}
+        self.heads: dict[str, Head] = {}
+        self.zero_shot: dict[str, ZeroShotScorer] = {}
+        heads_usable = heads is not None and heads.encoder_id == encoder.model_id
+        if heads is not None and not heads_usable:
+            LOGGER.warning("heads %s were trained on %s, not %s: using zero-shot labels",
+                           heads.version, heads.encoder_id, encoder.model_id)
+        for task in ("topic", "sentiment"):
+            if self.classifiers[task] is not None:
+                continue
+            head = heads.heads.get(task) if heads_usable else None
+            if head is not None and set(head.labels) == set(taxonomy.ids_for(task)):
+                self.heads[task] = head
+            else:
+                if head is not None:
+                    LOGGER.warning("%s head labels %s differ from the taxonomy's; using zero-shot",
+                                   task, list(head.labels))
+                self.zero_shot[task] = ZeroShotScorer(encoder, taxonomy.labels_for(task))
+        needed = {layer for head in self.heads.values() for layer in head.layers}
+        if self.zero_shot:
+            needed.add(encoder.num_layers)
+        self.layers = tuple(sorted(needed))
+        self.model_id = self._describe(heads if heads_usable else None)
+
+    def _describe(self, heads: Optional[HeadSet]) -> str:
+        parts = [self.encoder.model_id]
+        if self.heads and heads is not None:
+            parts.append(heads.version)
+        for task in ("topic", "sentiment"):
+            if task in self.zero_shot:
+                parts.append(f"zeroshot-{task}")
+            if self.classifiers[task] is not None:
+                parts.append(f"{task}:{self.classifiers[task].name}")
+        return "+".join(parts)
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Encoder token ids of ``prefix + text``, truncated to ``max_tokens``."""
+        return self.encoder.tokenize([self.prefix + (text or "") for text in texts], self.max_tokens)
+
+    def _texts_from_ids(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        texts = self.encoder.tokenizer.batch_decode([list(ids) for ids in token_ids], skip_special_tokens=True)
+        return [text.removeprefix(self.prefix.strip()).lstrip(" :") for text in texts]
+
+    def label_token_ids(self, token_ids: list[list[int]]) -> list[Labels]:
+        """Labels for tokenised texts: one encoder pass feeds every head."""
+        if not token_ids:
+            return []
+        probabilities: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        if self.layers:
+            pooled = self.encoder.pooled_layers(token_ids, self.layers)
+            for task, head in self.heads.items():
+                probabilities[task] = (head.labels, head.probabilities(pooled, self.layers))
+            for task, scorer in self.zero_shot.items():
+                last = pooled[:, self.layers.index(self.encoder.num_layers), :]
+                probabilities[task] = (scorer.label_ids, scorer.probabilities(last))
+        if any(self.classifiers.values()):
+            texts = self._texts_from_ids(token_ids)
+            for task, classifier in self.classifiers.items():
+                if classifier is not None:
+                    probabilities[task] = (classifier.label_ids, classifier.probabilities(texts))
+        topic_labels, topic_probabilities = probabilities["topic"]
+        sentiment_labels, sentiment_probabilities = probabilities["sentiment"]
+        results = []
+        for row in range(len(token_ids)):
+            order = np.argsort(-topic_probabilities[row])[:TOP_TOPICS]
+            top = tuple((topic_labels[i], float(topic_probabilities[row, i])) for i in order)
+            best_sentiment = int(np.argmax(sentiment_probabilities[row]))
+            results.append(Labels(
+                topic=top[0][0], topic_score=top[0][1], topic_scores=top,
+                sentiment=sentiment_labels[best_sentiment],
+                sentiment_score=float(sentiment_probabilities[row, best_sentiment])))
+        return results
+
+    def label_texts(self, texts: list[str]) -> list[Labels]:
+        """Labels for raw texts; empty texts get empty labels."""
+        present = [index for index, text in enumerate(texts) if text and text.strip()]
+        labelled = self.label_token_ids(self.token_ids([texts[i] for i in present]))
+        results = [EMPTY_LABELS] * len(texts)
+        for index, labels in zip(present, labelled):
+            results[index] = labels
+        return results
+
+    def task_probabilities(self, task: str, token_ids: list[list[int]]) -> tuple[tuple[str, ...], np.ndarray]:
+        """All label ids and their (N, labels) scores for one task (used by ``newsbeam eval``)."""
+        if self.classifiers.get(task) is not None:
+            classifier = self.classifiers[task]
+            return classifier.label_ids, classifier.probabilities(self._texts_from_ids(token_ids))
+        pooled = self.encoder.pooled_layers(token_ids, self.layers)
+        if task in self.heads:
+            head = self.heads[task]
+            return head.labels, head.probabilities(pooled, self.layers)
+        scorer = self.zero_shot[task]
+        return scorer.label_ids, scorer.probabilities(pooled[:, self.layers.index(self.encoder.num_layers), :])
+
+
+def _read_label_maps(label_map: Optional[str]) -> dict[str, Optional[dict[str, str]]]:
+    """``{"topic": {...}, "sentiment": {...}}`` or one flat map used for both tasks."""
+    if label_map is None:
+        return {"topic": None, "sentiment": None}
+    document = json.loads(read_bytes(label_map).decode("utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError(f"label map {label_map} must be a JSON object")
+    if set(document) <= {"topic", "sentiment"} and all(isinstance(v, dict) for v in document.values()):
+        return {"topic": document.get("topic"), "sentiment": document.get("sentiment")}
+    return {"topic": document, "sentiment": document}
+
+
+def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None, taxonomy: Optional[str] = None,
+                  topic_model: Optional[str] = None, sentiment_model: Optional[str] = None,
+                  label_map: Optional[str] = None, max_tokens: int = 256, max_batch_tokens: int = 8192,
+                  torch_threads: Optional[int] = None, cache_dir: Optional[str] = None) -> Labeller:
+    """Build a :class:`Labeller` from addresses (local paths, gs://, hub ids).
+
+    ``encoder`` None is the embedded multilingual-e5-small; ``heads`` None the
+    shipped heads; ``taxonomy`` None the shipped IPTC top level. A topic or
+    sentiment model replaces that task's head; ``label_map`` maps its labels.
+    """
+    from newsbeam.model.encoder import load_encoder
+
+    if max_tokens < 8:
+        raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
+    loaded_encoder = load_encoder(encoder, cache_dir=cache_dir, torch_threads=torch_threads)
+    loaded_encoder.max_batch_tokens = max_batch_tokens
+    loaded_taxonomy = load_taxonomy(taxonomy)
+    head_set = load_heads(heads)
+    if heads is not None and head_set.encoder_id != loaded_encoder.model_id:
+        raise ValueError(f"heads {heads} were trained on encoder {head_set.encoder_id!r}, "
+                         f"not {loaded_encoder.model_id!r}; retrain them with newsbeam train-heads")
+    maps = _read_label_maps(label_map)
+    classifiers = {}
+    for task, name in (("topic", topic_model), ("sentiment", sentiment_model)):
+        if name is not None:
+            classifiers[task] = TextClassifier(name, loaded_taxonomy.ids_for(task), maps[task],
+                                               max_tokens=max_tokens, cache_dir=cache_dir)
+    return Labeller(loaded_encoder, loaded_taxonomy, heads=head_set,
+                    topic_classifier=classifiers.get("topic"), sentiment_classifier=classifiers.get("sentiment"),
+                    max_tokens=max_tokens, prefix=head_set.prefix)

@@ -1,0 +1,379 @@
+"""``newsbeam train-heads``: fit the topic and sentiment heads on labelled JSONL.
+
+Each line of a training file has ``text`` (or ``headline`` + ``body``),
+``label`` and optionally ``lang``. A data source is ``PATTERN[@MAP]``: a glob
+of JSONL files and the label map that turns the dataset's labels into newsbeam
+ids (a shipped map name such as ``sib200`` or a JSON path); rows whose label
+maps to nothing are skipped. Without ``--topic_data``/``--sentiment_data`` the
+recipe that built the shipped heads is used, rooted at ``--data_root``.
+
+The encoder stays frozen: every text goes through it once (cached on disk by
+content hash, so retraining with other settings is cheap), the mean-pooled
+hidden states of the chosen layers are concatenated and standardised, and a
+class-weighted multinomial logistic regression (or, with ``--hidden``, a
+one-hidden-layer MLP) is fitted per task. Every data source gets the same
+total weight, so a large parallel corpus does not drown a small news one.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from newsbeam.model.heads import DEFAULT_HEADS_DIR, Head, HeadSet, save_heads
+from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
+
+LOGGER = logging.getLogger(__name__)
+
+PASSAGE_PREFIX = "passage: "
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_VERSION = "heads-v1"
+OWN_TRAINING_DIR = SEEDS_DIR / "training"
+# The recipe of the shipped heads: (task, pattern relative to --data_root or absolute, label map)
+DEFAULT_RECIPE = (
+    ("topic", "topic/sib200/*/train.jsonl", "sib200"),
+    ("topic", "topic/masakhanews/*/train_fewshot50.jsonl", "masakhanews"),
+    ("topic", str(OWN_TRAINING_DIR / "topic_*.jsonl"), None),
+    ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
+)
+# The layers each head reads (hidden-state indices, 0 = embeddings) and its
+# L2 strength, as picked on the dev splits (docs/labels.md).
+DEFAULT_LAYERS = {"topic": (6, 8, 10, 12), "sentiment": (6, 8, 10, 12)}
+DEFAULT_L2 = {"topic": 0.1, "sentiment": 0.1}
+
+
+@dataclass
+class LabelledTexts:
+    """Parallel lists of training rows; ``source`` says which data source each came from."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def extend(self, other: "LabelledTexts") -> None:
+        self.texts += other.texts
+        self.labels += other.labels
+        self.languages += other.languages
+        self.sources += other.sources
+        self.skipped += other.skipped
+
+
+def row_text(row: dict) -> str:
+    """What the model reads for one dataset row: headline + body when present, else ``text``."""
+    from newsbeam.model.labeller import article_text
+
+    if row.get("headline") or row.get("body"):
+        return article_text(row.get("headline"), None, row.get("body"))
+    return str(row.get("text") or "")
+
+
+def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
+                        allowed: Optional[Sequence[str]] = None, source: Optional[str] = None) -> LabelledTexts:
+    """Rows of one JSONL file, labels mapped through ``label_map`` (when given).
+
+    Rows whose label maps to nothing, or to an id outside ``allowed``, are
+    skipped and counted; so are rows without text.
+    """
+    result = LabelledTexts()
+    allowed_set = set(allowed) if allowed is not None else None
+    for number, line in enumerate(read_bytes(path).decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error})") from error
+        label = row.get("label")
+        label = None if label is None else str(label)
+        if label_map is not None:
+            label = label_map.get(label)
+        text = row_text(row)
+        if label is None or not text.strip() or (allowed_set is not None and label not in allowed_set):
+            result.skipped += 1
+            continue
+        result.texts.append(text)
+        result.labels.append(label)
+        result.languages.append(str(row.get("lang") or "und"))
+        result.sources.append(source or path)
+    return result
+
+
+def parse_source(spec: str) -> tuple[str, Optional[str]]:
+    """``PATTERN@MAP`` -> (pattern, map); a pattern alone has no map."""
+    pattern, separator, map_name = spec.rpartition("@")
+    is_map = map_name.endswith(".json") or (map_name.isidentifier() and "/" not in map_name)
+    if separator and pattern and is_map:
+        return pattern, map_name
+    return spec, None
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """Files matching a glob (local or any Beam filesystem), sorted; an error when none do."""
+    scheme, separator, _ = pattern.partition("://")
+    if separator and scheme.lower() != "file":
+        from apache_beam.io.filesystems import FileSystems
+
+        paths = sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
+    else:
+        paths = sorted(glob.glob(pattern.removeprefix("file://")))
+    if not paths:
+        raise FileNotFoundError(f"no training files match {pattern!r}")
+    return paths
+
+
+def read_sources(specs: Sequence[str], allowed: Sequence[str]) -> LabelledTexts:
+    """All rows of all data sources, each source's rows tagged with its spec."""
+    combined = LabelledTexts()
+    for spec in specs:
+        pattern, map_name = parse_source(spec)
+        label_map = load_label_map(map_name) if map_name else None
+        for path in expand_pattern(pattern):
+            part = read_labelled_jsonl(path, label_map, allowed, source=spec)
+            LOGGER.info("%s: %d rows, %d skipped", path, len(part.texts), part.skipped)
+            combined.extend(part)
+    return combined
+
+
+def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """Hidden-state indices made non-negative (-1 = last layer = ``num_layers``)."""
+    resolved = []
+    for layer in layers:
+        index = layer + num_layers + 1 if layer < 0 else layer
+        if not 0 <= index <= num_layers:
+            raise ValueError(f"layer {layer} out of range for an encoder with {num_layers} layers")
+        resolved.append(index)
+    return tuple(sorted(set(resolved)))
+
+
+def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_tokens: int,
+                    prefix: str = PASSAGE_PREFIX, cache_dir: Optional[str | Path] = None) -> np.ndarray:
+    """(N, len(layers), hidden) mean-pooled states for ``prefix + text``, cached by content hash.
+
+    The cache keeps every layer of the encoder (float16), so one embedding run
+    serves any later choice of layers.
+    """
+    all_layers = tuple(range(encoder.num_layers + 1))
+    cache_file = None
+    if cache_dir is not None:
+        digest = hashlib.sha256()
+        for part in (encoder.model_id, str(max_tokens), prefix, *texts):
+            digest.update(part.encode("utf-8") + b"\x00")
+        cache_file = Path(cache_dir) / f"features-{digest.hexdigest()[:24]}.npy"
+        if cache_file.is_file():
+            cached = np.load(cache_file)
+            if cached.shape[:2] == (len(texts), len(all_layers)):
+                return cached[:, list(layers), :].astype(np.float32)
+    started = time.perf_counter()
+    token_ids = encoder.tokenize([prefix + text for text in texts], max_tokens)
+    pooled = encoder.pooled_layers(token_ids, all_layers if cache_file else layers)
+    LOGGER.info("embedded %d texts (%d tokens) in %.1fs", len(texts), sum(map(len, token_ids)),
+                time.perf_counter() - started)
+    if cache_file is None:
+        return pooled
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(temporary, pooled.astype(np.float16))
+    os.replace(temporary, cache_file)
+    return pooled[:, list(layers), :]
+
+
+def balanced_weights(label_ids: np.ndarray, sources: Sequence[str], num_labels: int) -> np.ndarray:
+    """Per-row weights, mean 1: every data source weighs the same in total, and
+    within the whole set every label present weighs the same."""
+    weights = np.ones(len(label_ids), dtype=np.float64)
+    source_array = np.asarray(sources)
+    names = sorted(set(sources))
+    for name in names:
+        member = source_array == name
+        weights[member] = 1.0 / member.sum()
+    label_mass = np.bincount(label_ids, weights=weights, minlength=num_labels)
+    present = label_mass > 0
+    weights *= (label_mass.sum() / present.sum()) / label_mass[label_ids]
+    return weights * (len(weights) / weights.sum())
+
+
+def fit_head(task: str, labels: Sequence[str], layers: tuple[int, ...], pooled: np.ndarray,
+             label_ids: np.ndarray, sample_weights: np.ndarray, *, l2: float = 0.1, hidden: int = 0,
+             epochs: int = 40, seed: int = 0, max_iter: int = 300) -> Head:
+    """Standardise the concatenated layers and fit a softmax classifier.
+
+    ``hidden == 0`` fits multinomial logistic regression by L-BFGS on the full
+    batch (loss = weighted mean cross-entropy + ``l2``/2 * |W|^2); otherwise a
+    one-hidden-layer ReLU MLP with dropout by AdamW (weight decay ``l2``).
+    """
+    torch.manual_seed(seed)
+    features = pooled.reshape(pooled.shape[0], -1).astype(np.float32)
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0) + 1e-6
+    inputs = torch.from_numpy((features - mean) / scale)
+    targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
+    weights = torch.from_numpy((sample_weights / sample_weights.sum()).astype(np.float32))
+    num_labels = len(labels)
+    if hidden <= 0:
+        weight = torch.zeros(inputs.shape[1], num_labels, requires_grad=True)
+        bias = torch.zeros(num_labels, requires_grad=True)
+        optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
+                                      line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+        def closure():
+            optimiser.zero_grad()
+            losses = torch.nn.functional.cross_entropy(inputs @ weight + bias, targets, reduction="none")
+            loss = (losses * weights).sum() + 0.5 * l2 * (weight * weight).sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+        dense = ((weight.detach().numpy(), bias.detach().numpy()),)
+    else:
+        dense = _fit_mlp(inputs, targets, weights, num_labels, hidden, l2, epochs, seed)
+    return Head(task=task, labels=tuple(labels), layers=layers, mean=mean, scale=scale,
+                weights=tuple(w for w, _ in dense), biases=tuple(b for _, b in dense),
+                metadata={"kind": "linear" if hidden <= 0 else "mlp", "l2": l2, "hidden": hidden,
+                          "train_rows": int(len(label_ids))})
+
+
+def _fit_mlp(inputs, targets, weights, num_labels, hidden, weight_decay, epochs, seed, batch_size=256):
+    generator = torch.Generator().manual_seed(seed)
+    network = torch.nn.Sequential(
+        torch.nn.Dropout(0.2), torch.nn.Linear(inputs.shape[1], hidden), torch.nn.ReLU(),
+        torch.nn.Dropout(0.3), torch.nn.Linear(hidden, num_labels))
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=weight_decay)
+    steps = epochs * ((len(targets) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps)
+    row_weights = weights * len(targets)
+    network.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(targets), generator=generator)
+        for start in range(0, len(targets), batch_size):
+            batch = order[start:start + batch_size]
+            losses = torch.nn.functional.cross_entropy(network(inputs[batch]), targets[batch], reduction="none")
+            loss = (losses * row_weights[batch]).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    first, second = network[1], network[4]
+    return ((first.weight.detach().numpy().T.copy(), first.bias.detach().numpy()),
+            (second.weight.detach().numpy().T.copy(), second.bias.detach().numpy()))
+
+
+def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
+                layers: Optional[dict[str, Sequence[int]]] = None, l2: Optional[dict[str, float]] = None,
+                hidden: int = 0, max_tokens: int = DEFAULT_MAX_TOKENS, version: str = DEFAULT_VERSION,
+                cache_dir: Optional[str | Path] = None) -> HeadSet:
+    """Fit one head per task in ``data`` (task -> data source specs) on ``encoder``."""
+    heads = {}
+    for task, specs in data.items():
+        if not specs:
+            continue
+        labels = taxonomy.ids_for(task)
+        rows = read_sources(specs, labels)
+        if not rows.texts:
+            raise ValueError(f"no usable {task} training rows in {list(specs)}")
+        label_ids = np.array([labels.index(label) for label in rows.labels])
+        missing = [label for label in labels if label not in set(rows.labels)]
+        if missing:
+            LOGGER.warning("%s: no training rows for %s; the head will never predict them", task, missing)
+        task_layers = resolve_layers((layers or DEFAULT_LAYERS).get(task, DEFAULT_LAYERS[task]), encoder.num_layers)
+        pooled = pooled_features(encoder, rows.texts, task_layers, max_tokens, cache_dir=cache_dir)
+        weights = balanced_weights(label_ids, rows.sources, len(labels))
+        task_l2 = (l2 or DEFAULT_L2).get(task, DEFAULT_L2[task])
+        head = fit_head(task, labels, task_layers, pooled, label_ids, weights, l2=task_l2, hidden=hidden)
+        counts = {label: int(n) for label, n in zip(labels, np.bincount(label_ids, minlength=len(labels)))}
+        heads[task] = Head(**{**head.__dict__, "metadata": {**head.metadata, "sources": list(specs),
+                                                            "label_counts": counts}})
+        LOGGER.info("%s head: %d rows, %d skipped, layers %s", task, len(rows.texts), rows.skipped, task_layers)
+    if not heads:
+        raise ValueError("no training data given for any task")
+    return HeadSet(version=version, encoder_id=encoder.model_id, max_tokens=max_tokens, heads=heads,
+                   prefix=PASSAGE_PREFIX, taxonomy_digest=taxonomy.digest)
+
+
+def default_data(data_root: str) -> dict[str, list[str]]:
+    """The shipped recipe's data sources, relative patterns rooted at ``data_root``."""
+    data: dict[str, list[str]] = {"topic": [], "sentiment": []}
+    for task, pattern, map_name in DEFAULT_RECIPE:
+        path = pattern if os.path.isabs(pattern) else os.path.join(data_root, pattern)
+        data[task].append(f"{path}@{map_name}" if map_name else path)
+    return data
+
+
+def _layer_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers must be comma-separated integers, got {value!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train-heads`` options."""
+    parser.add_argument("--topic_data", action="append", default=None, metavar="PATTERN[@MAP]",
+                        help="Topic training JSONL (glob), optionally @label_map (shipped name or JSON path). "
+                             "Repeatable. Default: the shipped recipe under --data_root.")
+    parser.add_argument("--sentiment_data", action="append", default=None, metavar="PATTERN[@MAP]",
+                        help="Sentiment training JSONL (glob)[@label_map]. Repeatable.")
+    parser.add_argument("--data_root", default="../shared/data",
+                        help="Root of the public datasets the default recipe reads (default ../shared/data).")
+    parser.add_argument("--tasks", default="topic,sentiment", help="Which heads to train (comma-separated).")
+    parser.add_argument("--output", default=str(DEFAULT_HEADS_DIR), help="Folder to write heads.json + heads.safetensors.")
+    parser.add_argument("--encoder", default=None, help="Encoder (default: embedded multilingual-e5-small).")
+    parser.add_argument("--taxonomy", default=None, help="Taxonomy YAML (default: shipped IPTC top level).")
+    parser.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS, help="Token budget per text.")
+    parser.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
+    parser.add_argument("--topic_layers", type=_layer_list, default=DEFAULT_LAYERS["topic"],
+                        help="Encoder layers the topic head reads, e.g. 6,8,10,12.")
+    parser.add_argument("--sentiment_layers", type=_layer_list, default=DEFAULT_LAYERS["sentiment"])
+    parser.add_argument("--topic_l2", type=float, default=DEFAULT_L2["topic"])
+    parser.add_argument("--sentiment_l2", type=float, default=DEFAULT_L2["sentiment"])
+    parser.add_argument("--hidden", type=int, default=0, help="Hidden units (0 = logistic regression).")
+    parser.add_argument("--version", default=DEFAULT_VERSION, help="Head version recorded in the model column.")
+    parser.add_argument("--feature_cache", default=None,
+                        help="Folder caching encoder features between runs (default: <model cache>/features).")
+    parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
+    parser.add_argument("--torch_threads", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train the heads and write them; returns a process exit status."""
+    from newsbeam.model.embedded import default_cache_root
+    from newsbeam.model.encoder import load_encoder
+
+    tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    unknown = sorted(set(tasks) - {"topic", "sentiment"})
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; expected topic and/or sentiment")
+    recipe = default_data(args.data_root)
+    data = {
+        "topic": args.topic_data if args.topic_data is not None else recipe["topic"],
+        "sentiment": args.sentiment_data if args.sentiment_data is not None else recipe["sentiment"],
+    }
+    data = {task: specs for task, specs in data.items() if task in tasks}
+    taxonomy = load_taxonomy(args.taxonomy)
+    encoder = load_encoder(args.encoder, cache_dir=args.model_cache, torch_threads=args.torch_threads)
+    encoder.max_batch_tokens = args.max_batch_tokens
+    cache_dir = args.feature_cache or (Path(args.model_cache) if args.model_cache else default_cache_root()) / "features"
+    head_set = train_heads(
+        encoder, taxonomy, data,
+        layers={"topic": args.topic_layers, "sentiment": args.sentiment_layers},
+        l2={"topic": args.topic_l2, "sentiment": args.sentiment_l2},
+        hidden=args.hidden, max_tokens=args.max_tokens, version=args.version, cache_dir=cache_dir)
+    folder = save_heads(head_set, args.output)
+    sizes = {name: (folder / name).stat().st_size for name in ("heads.json", "heads.safetensors")}
+    print(json.dumps({"output": str(folder), "version": head_set.version, "encoder": head_set.encoder_id,
+                      "tasks": {task: {"labels": len(head.labels), "layers": list(head.layers),
+                                       "rows": head.metadata.get("train_rows")}
+                                for task, head in head_set.heads.items()},
+                      "bytes": sizes}, ensure_ascii=False))
+    return 0
