@@ -35,7 +35,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "polars>=2.0", "pandas>=2.0"],
-        "bench": ["pandas>=2.0", "psutil>=5.9"],
+        "bench": ["pandas>=2.0", "psutil>=5.9", "lingua-language-detector>=2.0"],
     },
     entry_points={"console_scripts": ["newsbeam=newsbeam.pipeline.cli:main"]},
 )

@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -21,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from newsbeam.faults import crash_point
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ, EXIT_LOCKED = 0, 1, 2, 3, 4
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SECRET_WORDS = ("token", "secret", "password", "credential", "key", "auth")
 LOGGER = logging.getLogger("newsbeam")
 
@@ -47,9 +49,18 @@ def run_help_parser() -> argparse.ArgumentParser:
 
 
 def public_options(options: PipelineOptions) -> dict:
-    """Options for the manifest, without anything that looks like a secret."""
+    """Options for the manifest: secret-looking options dropped, URLs redacted."""
+    from newsbeam.transforms.normalise import redact_url
+
+    def clean(value):
+        if isinstance(value, str):
+            return redact_url(value)
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return value
+
     return {
-        key: value
+        key: clean(value)
         for key, value in options.get_all_options(drop_default=True).items()
         if not any(word in key.lower() for word in SECRET_WORDS)
     }
@@ -68,6 +79,9 @@ def run_pipeline(argv: Sequence[str]) -> int:
         # The embedded default never needs the hub; don't let a library try.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     news.run_id = news.run_id or new_run_id()
+    if not RUN_ID_RE.match(news.run_id):
+        print(f"newsbeam: --run_id {news.run_id!r} must match {RUN_ID_RE.pattern} (it names files)", file=sys.stderr)
+        return EXIT_CONFIG
     if not news.output:
         print("newsbeam: --output is required (a local folder or gs:// path)", file=sys.stderr)
         return EXIT_CONFIG
@@ -107,8 +121,11 @@ def _run_and_report(options: PipelineOptions, news) -> int:
     except Exception as error:  # the run failed: report it, exit non-zero
         LOGGER.exception("pipeline failed")
         status, error_text = "failed", f"{type(error).__name__}: {error}"[:2000]
-    if status == "committed":
+    try:
         remove_temp_files(news.output, news.run_id)
+    except Exception:  # a failed run's leftovers are hidden anyway; never mask the real error
+        LOGGER.warning("could not remove temporary files of run %s", news.run_id, exc_info=True)
+    if status == "committed":
         if news.state:
             from newsbeam.transforms.incremental import commit_state
 

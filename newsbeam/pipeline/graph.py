@@ -6,6 +6,7 @@ source -> normalise -> (skip already written) -> dedup -> language -> label
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from importlib import resources
 from typing import Optional
@@ -107,6 +108,8 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         raise ValueError("--output is required (a local folder or gs:// path)")
     streaming = bool(options.view_as(StandardOptions).streaming)
     run_id = run_id or news.run_id or new_run_id()
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", run_id):
+        raise ValueError(f"run id {run_id!r} may only use letters, digits, '_', '.' and '-' (it names files)")
     news.run_id = run_id
     pipeline = pipeline if pipeline is not None else make_pipeline(options)
 

@@ -5,6 +5,8 @@ these, ``--help`` lists them, and Dataflow ships them to workers.
 """
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.schema import DEFAULT_PARTITION_KEYS
@@ -12,6 +14,16 @@ from newsbeam.schema import DEFAULT_PARTITION_KEYS
 
 def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class _CommaListAction(argparse.Action):
+    """`--partition_keys dt,lang` and repeated `--partition_keys=dt --partition_keys=lang`
+    (the form Beam's from_dictionary uses on Dataflow workers) give the same list."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        base = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, base + list(values))
 
 
 class NewsOptions(PipelineOptions):
@@ -24,7 +36,8 @@ class NewsOptions(PipelineOptions):
         io.add_argument("--inputs", nargs="+", action="extend", default=None,
                         help="Files, folders or globs: .xml/.rss/.atom, .jsonl/.json, .txt, .html.")
         io.add_argument("--run_id", default=None, help="Run id (default: UTC time + random suffix).")
-        io.add_argument("--partition_keys", type=_comma_list, default=list(DEFAULT_PARTITION_KEYS),
+        io.add_argument("--partition_keys", type=_comma_list, action=_CommaListAction,
+                        default=list(DEFAULT_PARTITION_KEYS),
                         help="Hive partition keys, comma-separated, from dt,lang,month,year,source_host.")
         io.add_argument("--max_rows_per_file", type=int, default=50_000)
         io.add_argument("--state", default=None,

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 
 from newsbeam.records import DeadLetter, FeedSpec
 from newsbeam.transforms.http import FetchError, FetchPolicy, HttpFetcher
-from newsbeam.transforms.normalise import utc_now_iso
+from newsbeam.transforms.normalise import redact_url, utc_now_iso
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,18 +48,21 @@ def resolve_feed_specs(feeds: Iterable[str]) -> list[FeedSpec]:
 class FetchFeedFn(beam.DoFn):
     """FeedSpec -> RawEntries; failures and statuses on tagged outputs."""
 
-    def __init__(self, policy: FetchPolicy, feed_state: Optional[dict] = None):
+    def __init__(self, policy: FetchPolicy, state: Optional[str] = None):
         self.policy = policy
-        self.initial_state = dict(feed_state or {})
+        self.state = state
         self.feeds_ok = Metrics.counter("newsbeam", "feeds_ok")
         self.feeds_failed = Metrics.counter("newsbeam", "feeds_failed")
         self.not_modified = Metrics.counter("newsbeam", "feeds_not_modified")
         self.entries_read = Metrics.counter("newsbeam", "entries_read")
 
     def setup(self):
+        from newsbeam.transforms.incremental import load_feed_state
+
         self.fetcher = HttpFetcher(self.policy)
-        # In streaming, later polls reuse what earlier polls learnt.
-        self.validators = {url: dict(entry) for url, entry in self.initial_state.items()}
+        # Read on the worker, not when the graph is built; in streaming,
+        # later polls reuse what earlier polls learnt.
+        self.validators = {url: dict(entry) for url, entry in load_feed_state(self.state).items()}
 
     def teardown(self):
         fetcher = getattr(self, "fetcher", None)
@@ -68,8 +71,8 @@ class FetchFeedFn(beam.DoFn):
 
     def _failed(self, spec: FeedSpec, stage: str, reason: str, at: str):
         self.feeds_failed.inc()
-        LOGGER.warning("feed %s failed at %s: %s", spec.url, stage, reason)
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(source=spec.url, stage=stage, reason=reason))
+        LOGGER.warning("feed %s failed at %s: %s", redact_url(spec.url), stage, reason)
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(source=redact_url(spec.url), stage=stage, reason=reason))
         yield beam.pvalue.TaggedOutput(FEED_STATUS, {"url": spec.url, "ok": False, "reason": reason, "at": at})
 
     def process(self, spec: FeedSpec):
@@ -89,7 +92,7 @@ class FetchFeedFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FEED_STATUS, status)
             return
         try:
-            parsed = parse_feed(result.body, source=spec.url, response_headers=result.headers,
+            parsed = parse_feed(result.body, source=redact_url(spec.url), response_headers=result.headers,
                                 language_hint=spec.language, fetched_at=at)
         except FeedParseError as error:
             yield from self._failed(spec, "parse_feed", str(error), at)
@@ -133,8 +136,6 @@ class ReadFeeds(beam.PTransform):
         self.poll = poll  # (interval, max_duration) in streaming mode
 
     def expand(self, pbegin):
-        from newsbeam.transforms.incremental import load_feed_state
-
         if self.poll:
             from newsbeam.transforms.streaming import PollFeeds
 
@@ -144,7 +145,7 @@ class ReadFeeds(beam.PTransform):
         outputs = (
             specs
             | "SpreadFeeds" >> beam.Reshuffle()
-            | "FetchAndParseFeed" >> beam.ParDo(FetchFeedFn(self.policy, load_feed_state(self.state)))
+            | "FetchAndParseFeed" >> beam.ParDo(FetchFeedFn(self.policy, self.state))
             .with_outputs(DEAD_LETTER, FEED_STATUS, main="entries")
         )
         if self.state and not self.poll:

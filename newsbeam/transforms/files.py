@@ -147,7 +147,8 @@ def entries_from_file(path: str, data: bytes, *, fetched_at: str) -> Iterator[Ra
 
         yield from parse_feed(data, source=path, fetched_at=fetched_at).entries
     elif lowered.endswith(".jsonl"):
-        for number, line in enumerate(data.decode("utf-8-sig").splitlines(), start=1):
+        # "\n" only: str.splitlines() also breaks at U+2028/U+0085, which JSON allows inside strings.
+        for number, line in enumerate(data.decode("utf-8-sig").split("\n"), start=1):
             if line.strip():
                 try:
                     yield entry_from_json(json.loads(line), path=path, fetched_at=fetched_at)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
+import re
 import socket
 import time
 import zlib
@@ -33,7 +34,26 @@ from urllib3.util import connection as urllib3_connection
 
 from newsbeam import __version__
 
+from newsbeam.transforms.normalise import redact_url
+
 LOGGER = logging.getLogger(__name__)
+SECRET_IN_TEXT_RE = re.compile(
+    r"((?:[\w-]*(?:token|key|secret|passw|auth|sig|session|credential)[\w-]*)=)[^&\s\"']+", re.IGNORECASE
+)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """urllib3 logs request lines with their query strings at DEBUG; mask secret values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_IN_TEXT_RE.sub(r"\1REDACTED", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(RedactSecretsFilter())
 
 DEFAULT_USER_AGENT = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
 ALLOWED_SCHEMES = frozenset({"http", "https"})
@@ -105,7 +125,9 @@ class FetchError(Exception):
         self.status = status
 
     def __str__(self) -> str:
-        where = f" ({self.url})" if self.url else ""
+        from newsbeam.transforms.normalise import redact_url
+
+        where = f" ({redact_url(self.url)})" if self.url else ""
         return f"{self.reason}: {self.detail}{where}" if self.detail else f"{self.reason}{where}"
 
 
@@ -368,7 +390,7 @@ class HttpFetcher:
         if self._clock() + delay >= deadline:
             error.detail += "; no time left to retry within total_timeout"
             raise error
-        LOGGER.info("retrying %s in %.2fs after %s", error.url, delay, error.reason)
+        LOGGER.info("retrying %s in %.2fs after %s", redact_url(error.url), delay, error.reason)
         self._sleep(delay)
 
     def _follow_redirects(self, url: str, conditional: Mapping[str, str],

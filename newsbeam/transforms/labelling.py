@@ -116,7 +116,10 @@ class _DeadLetterFailedBatchesFn(beam.DoFn):
 
     def process(self, failed):
         batch, error = failed
-        reason = f"inference failed: {type(error).__name__}: {error}"
+        if isinstance(error, tuple):  # Beam hands over (type, repr, traceback lines)
+            reason = f"inference failed: {error[1]}"
+        else:
+            reason = f"inference failed: {type(error).__name__}: {error}"
         for article in batch:
             self.failed.inc()
             yield DeadLetter(

@@ -189,6 +189,28 @@ def canonical_url(url: Optional[str]) -> Optional[str]:
     return urlunsplit((scheme, host, path, urlencode(sorted(query), doseq=True), ""))
 
 
+SECRET_PARAM_RE = re.compile(r"token|key|secret|passw|auth|sig|session|credential", re.IGNORECASE)
+
+
+def redact_url(url: Optional[str]) -> Optional[str]:
+    """The URL fit for logs, manifests and rows: no user:password@, no secret query values.
+
+    Fetching uses the real URL; everything newsbeam prints or stores uses this.
+    """
+    if not url or "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return "<unparseable url>"
+    if netloc == parts.netloc and not any(SECRET_PARAM_RE.search(k) for k, _ in query):
+        return url
+    cleaned = [(k, "REDACTED" if SECRET_PARAM_RE.search(k) else v) for k, v in query]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(cleaned), parts.fragment))
+
+
 def stable_hash(*parts: str) -> str:
     digest = hashlib.sha256()
     for part in parts:

@@ -176,19 +176,36 @@ class _CommitFilesFn(beam.DoFn):
         self.files_committed = Metrics.counter("newsbeam", f"{self.counter_name}_files")
 
     def process(self, written: list[WrittenFile]):
-        for item in sorted(written, key=lambda w: w.final_path):
-            make_dirs(FileSystems.split(item.final_path)[0])
-            if FileSystems.exists(item.final_path):
-                # A retried commit bundle: the file already landed.
-                if not FileSystems.exists(item.temp_path):
-                    yield item
+        items = sorted(written, key=lambda w: w.final_path)
+        # Every folder first: a folder that can't be made fails the commit
+        # before anything of the run became visible.
+        for folder in sorted({FileSystems.split(item.final_path)[0] for item in items}):
+            make_dirs(folder)
+        moved: list[WrittenFile] = []
+        try:
+            for item in items:
+                if FileSystems.exists(item.final_path) and not FileSystems.exists(item.temp_path):
+                    moved.append(item)  # a retried commit: this file already landed
                     continue
-                FileSystems.delete([item.final_path])
-            FileSystems.rename([item.temp_path], [item.final_path])
-            crash_point("mid_commit")
+                FileSystems.rename([item.temp_path], [item.final_path])
+                moved.append(item)
+                crash_point("mid_commit")
+        except Exception:
+            self._roll_back(moved)
+            raise
+        for item in moved:
             self.rows_committed.inc(item.rows)
             self.files_committed.inc()
             yield item
+
+    @staticmethod
+    def _roll_back(moved: list[WrittenFile]) -> None:
+        """Take back what this commit made visible, so a failed run shows nothing."""
+        for item in moved:
+            try:
+                FileSystems.rename([item.final_path], [item.temp_path])
+            except Exception:  # best effort; the original error is what gets raised
+                LOGGER.warning("could not roll back %s", item.final_path, exc_info=True)
 
 
 class _WriteRows(beam.PTransform):
