@@ -103,6 +103,14 @@ def run_pipeline(argv: Sequence[str]) -> int:
             lock.release()
 
 
+def _is_remote_streaming(options: PipelineOptions) -> bool:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    standard = options.view_as(StandardOptions)
+    local = (None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+    return bool(standard.streaming) and standard.runner not in local
+
+
 def _run_and_report(options: PipelineOptions, news) -> int:
     from newsbeam.pipeline.graph import build
     from newsbeam.pipeline.manifest import build_manifest, format_summary, write_manifest
@@ -114,6 +122,12 @@ def _run_and_report(options: PipelineOptions, news) -> int:
     except ValueError as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    if _is_remote_streaming(options):
+        # An unbounded job never finishes: submit it and hand back the job.
+        result = pipeline.run()
+        print(f"newsbeam: submitted streaming job {getattr(result, 'job_id', lambda: '?')()} "
+              f"(state {result.state}); drain it to flush open windows")
+        return EXIT_OK
     result, status, error_text = None, "committed", None
     try:
         result = pipeline.run()
