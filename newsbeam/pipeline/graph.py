@@ -54,23 +54,6 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     return beam.Pipeline(runner=FnApiRunner(), options=options)
 
 
-def labeller_config(news: NewsOptions):
-    from newsbeam.transforms.labelling import LabellerConfig
-
-    return LabellerConfig(
-        encoder=news.encoder,
-        heads=news.heads,
-        taxonomy=news.taxonomy,
-        topic_model=news.topic_model,
-        sentiment_model=news.sentiment_model,
-        label_map=news.label_map,
-        max_tokens=news.max_tokens,
-        max_batch_tokens=news.max_batch_tokens,
-        torch_threads=news.torch_threads,
-        cache_dir=news.model_cache,
-    )
-
-
 def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming: bool):
     """All sources' RawEntries and their dead letters, as two lists of PCollections."""
     entries, dead = [], []
@@ -138,9 +121,9 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
             news.page_user_agent, max_buffering_secs=5.0 if streaming else None)
     articles = articles | "DetectLanguage" >> DetectLanguage(news.min_language_confidence)
     if not news.skip_labels:
-        from newsbeam.transforms.labelling import ArticleModelHandler, LabelArticles
+        from newsbeam.transforms.labelling import ArticleModelHandler, LabelArticles, LabellerConfig
 
-        labelled = articles | "Label" >> LabelArticles(ArticleModelHandler(labeller_config(news)))
+        labelled = articles | "Label" >> LabelArticles(ArticleModelHandler(LabellerConfig.from_options(news)))
         dead_sets.append(labelled[DEAD_LETTER])
         articles = labelled["articles"]
     dead_letters = tuple(dead_sets) | "MergeDeadLetters" >> beam.Flatten()

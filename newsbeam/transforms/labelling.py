@@ -8,6 +8,7 @@ A batch that raises is dead-lettered article by article with the reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
@@ -40,21 +41,16 @@ class LabellerConfig:
     torch_threads: Optional[int] = None
     cache_dir: Optional[str] = None
 
+    @classmethod
+    def from_options(cls, news) -> "LabellerConfig":
+        """From NewsOptions: the flags carry the same names (--model_cache is cache_dir)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "cache_dir"]
+        return cls(cache_dir=news.model_cache, **{name: getattr(news, name) for name in names})
+
     def load(self):
         from newsbeam.model.labeller import load_labeller
 
-        return load_labeller(
-            encoder=self.encoder,
-            heads=self.heads,
-            taxonomy=self.taxonomy,
-            topic_model=self.topic_model,
-            sentiment_model=self.sentiment_model,
-            label_map=self.label_map,
-            max_tokens=self.max_tokens,
-            max_batch_tokens=self.max_batch_tokens,
-            torch_threads=self.torch_threads,
-            cache_dir=self.cache_dir,
-        )
+        return load_labeller(**dataclasses.asdict(self))
 
 
 def labelling_text(article: Article) -> str:
