@@ -1,0 +1,442 @@
+"""newsbeam's benchmark: every figure side by side, one run, one machine.
+
+``make bench`` (or ``.venv/bin/python bench/run_bench.py [--articles N]``) writes
+``bench/results/latest.json`` and ``docs/bench.md``. The figures (see
+docs/bench.md for the method):
+
+- limit: the bare encoder on the labeller's texts, best batches;
+- newsbeam: ``newsbeam run`` on the corpus files, default flags, in a child
+  process, at N and 5N articles (peak RSS of each, and their throughput);
+- naive: a per-article loop (two padded encoder passes, pandas to Parquet) on
+  a subset;
+- int8: newsbeam with per-channel dynamic int8 weights, speed and agreement,
+  and macro-F1 on the shared dev sets;
+- stages: a cProfile of one run; startup: cold and warm; full_text: the cost
+  of fetching article pages from loopback servers.
+
+Benchmarks report; they never fail on a timing. A step that cannot run records
+why instead of a number.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(BENCH), str(REPO)]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from corpus import generate_articles, labelling_texts, write_corpus  # noqa: E402
+from measure import ChildRun, bench_env, python_argv, run_child  # noqa: E402
+
+RESULTS = BENCH / "results" / "latest.json"
+DOCS = REPO / "docs" / "bench.md"
+TARGETS = {"e2e_vs_limit": 0.85, "e2e_vs_naive": 5.0, "int8_speedup": 1.8, "int8_agreement": 0.95,
+           "int8_macro_f1_loss_points": 1.0, "rss_growth": 0.10, "startup_warm_s": 3.0}
+
+
+def machine_info() -> dict:
+    import torch
+
+    model_name = platform.processor() or "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model_name = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {"cpu": model_name, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def git_commit() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def newsbeam_argv(inputs: Sequence[str], output: Path, extra: Sequence[str] = (), int8: bool = False) -> list[str]:
+    entry = [str(BENCH / "int8.py")] if int8 else ["-m", "newsbeam.pipeline.cli"]
+    return python_argv(*entry, "run", "--inputs", *inputs, "--output", str(output), *extra)
+
+
+def read_labels(output: Path) -> dict[str, tuple]:
+    """url -> (topic, sentiment, language) of every row newsbeam wrote."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(output), format="parquet", partitioning="hive",
+                       exclude_invalid_files=True).to_table(columns=["url", "topic", "sentiment", "language"])
+    return {row["url"]: (row["topic"], row["sentiment"], row["language"]) for row in table.to_pylist()}
+
+
+def label_agreement(first: dict[str, tuple], second: dict[str, tuple]) -> dict:
+    """Share of identical topic and sentiment labels on the articles both labelled."""
+    common = sorted(set(first) & set(second))
+    if not common:
+        return {"articles": 0, "topic": None, "sentiment": None, "both_labels": None}
+    topic = sum(first[url][0] == second[url][0] for url in common) / len(common)
+    sentiment = sum(first[url][1] == second[url][1] for url in common) / len(common)
+    return {"articles": len(common), "topic": round(topic, 4), "sentiment": round(sentiment, 4),
+            "both_labels": round((topic + sentiment) / 2, 4)}
+
+
+def run_summary(run: ChildRun, articles: int) -> dict:
+    return {"articles": articles, "wall_s": round(run.wall_s, 3),
+            "articles_per_s": round(articles / run.wall_s, 3),
+            "peak_rss_mb": round(run.peak_rss_bytes / 2**20, 1)}
+
+
+def corpus_stats(articles) -> dict:
+    words = [a.word_count for a in articles]
+    languages = sorted({a.language for a in articles})
+    return {"articles": len(articles), "languages": languages,
+            "per_language": {lang: sum(a.language == lang for a in articles) for lang in languages},
+            "body_words": {"min": min(words), "median": statistics.median(words), "mean": round(statistics.mean(words), 1),
+                           "max": max(words)}}
+
+
+def ratio(numerator: Optional[float], denominator: Optional[float], digits: int = 3) -> Optional[float]:
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, digits)
+
+
+def step(name: str, results: dict, function, *args, **kwargs):
+    """Run one benchmark step; a failure is recorded in ``results["errors"]``, not raised."""
+    started = time.perf_counter()
+    print(f"[bench] {name} ...", flush=True)
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # a step that cannot run says why; the others still run
+        results.setdefault("errors", {})[name] = f"{type(error).__name__}: {error}"[:2000]
+        print(f"[bench] {name} FAILED: {error}", flush=True)
+        return None
+    finally:
+        print(f"[bench] {name} done in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def measure_newsbeam(corpus_dirs: dict, work: Path, heads_args: list[str], results: dict) -> dict:
+    small, large = corpus_dirs["n"], corpus_dirs["5n"]
+    n_run = run_child(newsbeam_argv([str(small["dir"])], work / "out_n", heads_args)).check()
+    large_run = run_child(newsbeam_argv([str(large["dir"])], work / "out_5n", heads_args)).check()
+    n_rows, large_rows = len(read_labels(work / "out_n")), len(read_labels(work / "out_5n"))
+    if n_rows != small["articles"] or large_rows != large["articles"]:
+        raise RuntimeError(f"newsbeam wrote {n_rows}/{large_rows} rows for {small['articles']}/{large['articles']}")
+    n_summary, large_summary = run_summary(n_run, n_rows), run_summary(large_run, large_rows)
+    extra_articles, extra_seconds = large_rows - n_rows, large_run.wall_s - n_run.wall_s
+    return {
+        "n": n_summary,
+        "5n": large_summary,
+        # what the second 4N articles cost: the run's fixed costs (start-up) cancel out
+        "steady_articles_per_s": round(extra_articles / extra_seconds, 3) if extra_seconds > 0 else None,
+    }
+
+
+def measure_int8(labeller, texts: Sequence[str], corpus_dir: Path, work: Path, heads_args: list[str],
+                 dev_sets: Optional[dict], results: dict) -> dict:
+    from int8 import quantize_int8
+    from limit import measure_limit
+    from quality import compare_predictions, dev_predictions
+
+    fp32_model = labeller.encoder.model
+    fp32_dev = dev_predictions(labeller, dev_sets) if dev_sets else None
+    labeller.encoder.model = quantize_int8(fp32_model)
+    try:
+        int8_limit = measure_limit(labeller, texts)
+        int8_dev = dev_predictions(labeller, dev_sets) if dev_sets else None
+    finally:
+        labeller.encoder.model = fp32_model
+    run = run_child(newsbeam_argv([str(corpus_dir)], work / "out_int8", heads_args, int8=True)).check()
+    rows = read_labels(work / "out_int8")
+    return {
+        "method": "torch.ao.quantization.quantize_dynamic, nn.Linear, per_channel_dynamic_qconfig (qint8)",
+        "limit": int8_limit,
+        "newsbeam": run_summary(run, len(rows)),
+        "corpus_agreement": label_agreement(read_labels(work / "out_n"), rows),
+        "dev_sets": compare_predictions(dev_sets, fp32_dev, int8_dev) if dev_sets else
+        "not measured: ../shared/data absent",
+    }
+
+
+def measure_naive(corpus_dir: Path, work: Path, heads: Optional[str]) -> dict:
+    from naive import NaiveLabeller, naive_run
+    from newsbeam.model.embedded import ensure_embedded_model
+    from newsbeam.model.heads import load_heads
+
+    labeller = NaiveLabeller(ensure_embedded_model(), load_heads(heads))
+    result = naive_run(corpus_dir, work / "out_naive", labeller)
+    result.pop("rows")
+    return result
+
+
+def measure_stages(corpus_dir: Path, work: Path, heads_args: list[str]) -> dict:
+    report = work / "stages.json"
+    run_child(python_argv(str(BENCH / "stages.py"), str(report), "run", "--inputs", str(corpus_dir),
+                          "--output", str(work / "out_stages"), *heads_args)).check()
+    return json.loads(report.read_text())
+
+
+def measure_full_text_run(articles, work: Path, heads_args: list[str], baseline: Optional[dict]) -> dict:
+    from news_sites import NewsSites
+
+    with NewsSites(articles) as sites:
+        run = run_child(python_argv("-m", "newsbeam.pipeline.cli", "run", "--feeds", *sites.feed_urls,
+                                    "--full_text", "--allow_private_addresses",
+                                    "--output", str(work / "out_full_text"), *heads_args)).check()
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(work / "out_full_text"), format="parquet", partitioning="hive",
+                       exclude_invalid_files=True).to_table(columns=["body_source"])
+    from_pages = sum(1 for value in table.column("body_source").to_pylist() if value != "feed")
+    summary = run_summary(run, table.num_rows)
+    summary.update({
+        "hosts": len(sites.feed_urls),
+        "bodies_from_pages": from_pages,
+        "flags": "--full_text (default politeness: 2 requests in flight and 1 request/s per host)",
+        "politeness_floor_s": round(table.num_rows / len(sites.feed_urls), 1),
+        "extra_s_vs_bodies_in_feed": round(run.wall_s - baseline["wall_s"], 3) if baseline else None,
+    })
+    return summary
+
+
+def headline_figures(results: dict) -> dict:
+    newsbeam, limit = results.get("newsbeam") or {}, results.get("limit") or {}
+    naive, int8 = results.get("naive") or {}, results.get("int8") or {}
+    limit_rate = limit.get("articles_per_s")
+    n_rate = (newsbeam.get("n") or {}).get("articles_per_s")
+    figures = {
+        "e2e_vs_limit": ratio(n_rate, limit_rate),
+        "e2e_vs_limit_steady": ratio(newsbeam.get("steady_articles_per_s"), limit_rate),
+        "e2e_vs_naive": ratio(n_rate, naive.get("articles_per_s"), 2),
+    }
+    if int8:
+        figures["int8_speedup"] = ratio(int8["limit"]["articles_per_s"], limit_rate)
+        figures["int8_speedup_e2e"] = ratio(int8["newsbeam"]["articles_per_s"], n_rate)
+        figures["int8_agreement"] = int8["corpus_agreement"]["both_labels"]
+        if isinstance(int8.get("dev_sets"), dict):
+            dev = int8["dev_sets"]
+            figures["int8_agreement_dev"] = round(statistics.mean(task["agreement"] for task in dev.values()), 4)
+            figures["int8_macro_f1_delta_points"] = {task: values["delta_points"] for task, values in dev.items()}
+    if newsbeam.get("n") and newsbeam.get("5n"):
+        figures["rss_growth"] = ratio(newsbeam["5n"]["peak_rss_mb"], newsbeam["n"]["peak_rss_mb"], 4)
+        figures["rss_growth"] = round(figures["rss_growth"] - 1, 4) if figures["rss_growth"] else None
+    startup = results.get("startup") or {}
+    figures["startup_cold_s"], figures["startup_warm_s"] = startup.get("cold_s"), startup.get("warm_s")
+    return figures
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch  # noqa: F401  (imported before timing anything)
+
+    work = Path(tempfile.mkdtemp(prefix="newsbeam-bench-", dir=args.work_dir))
+    heads_args = ["--heads", args.heads] if args.heads else []
+    started = time.perf_counter()
+    results: dict = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "settings": {"articles": args.articles, "memory_factor": args.memory_factor,
+                     "naive_articles": args.naive_articles, "seed": args.seed,
+                     "heads": args.heads or "shipped", "max_tokens": 256, "max_batch_tokens": 8192},
+        "targets": TARGETS,
+    }
+    large_count = args.articles * args.memory_factor
+    articles = generate_articles(large_count, args.seed)
+    small = articles[:args.articles]
+    corpus_dirs = {"n": {"dir": work / "corpus_n", "articles": len(small)},
+                   "5n": {"dir": work / "corpus_5n", "articles": len(articles)}}
+    write_corpus(small, corpus_dirs["n"]["dir"])
+    write_corpus(articles, corpus_dirs["5n"]["dir"])
+    write_corpus(small[:args.naive_articles], work / "corpus_naive")
+    results["corpus"] = corpus_stats(small)
+    results["corpus"]["seed"] = args.seed
+
+    from newsbeam.transforms.labelling import LabellerConfig
+
+    labeller = LabellerConfig(heads=args.heads).load()
+    texts = labelling_texts(small)
+    from limit import measure_limit
+
+    results["limit"] = step("limit", results, measure_limit, labeller, texts)
+    results["newsbeam"] = step("newsbeam", results, measure_newsbeam, corpus_dirs, work, heads_args, results)
+    dev_sets = None
+    if not args.skip_dev_sets:
+        from quality import load_dev_sets
+
+        dev_sets = load_dev_sets(per_set=args.dev_per_set)
+    results["int8"] = step("int8", results, measure_int8, labeller, texts, corpus_dirs["n"]["dir"], work,
+                           heads_args, dev_sets, results)
+    del labeller
+    results["naive"] = step("naive", results, measure_naive, work / "corpus_naive", work, args.heads)
+    if results["naive"]:
+        results["naive"]["note"] = (f"timed on the first {results['naive']['articles']} articles of the corpus "
+                                    "(per-article rate), model loaded before the clock starts")
+    results["stages"] = step("stages", results, measure_stages, corpus_dirs["n"]["dir"], work, heads_args)
+    cache = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
+    from startup import measure_cold_and_warm
+
+    results["startup"] = step("startup", results, measure_cold_and_warm, cache, args.heads)
+    shutil.rmtree(cache, ignore_errors=True)
+    if args.skip_full_text:
+        results["full_text"] = "not measured: --skip_full_text"
+    else:
+        baseline = (results.get("newsbeam") or {}).get("n")
+        results["full_text"] = step("full_text", results, measure_full_text_run, small, work, heads_args, baseline)
+    results["figures"] = headline_figures(results)
+    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    if not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _fmt(value, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3g}{suffix}" if abs(value) < 100 else f"{value:.0f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def render_markdown(results: dict) -> str:
+    """docs/bench.md: the figures table, the machine, the date and the method."""
+    figures, machine = results.get("figures", {}), results.get("machine", {})
+    newsbeam, limit = results.get("newsbeam") or {}, results.get("limit") or {}
+    naive, int8 = results.get("naive") or {}, results.get("int8") or {}
+    corpus, settings = results.get("corpus", {}), results.get("settings", {})
+    n_run, large_run = newsbeam.get("n") or {}, newsbeam.get("5n") or {}
+    stages = (results.get("stages") or {}).get("shares", {})
+    full_text = results.get("full_text")
+    f1 = figures.get("int8_macro_f1_delta_points") or {}
+    rows = [
+        ("limit (bare encoder, best batches)", f"{_fmt(limit.get('articles_per_s'))} articles/s",
+         f"{limit.get('articles', 'n/a')} articles, {_fmt(limit.get('mean_tokens'))} tokens each on average"),
+        ("newsbeam, N articles (whole run)", f"{_fmt(n_run.get('articles_per_s'))} articles/s",
+         f"{_fmt(n_run.get('wall_s'))} s incl. start-up; peak RSS {_fmt(n_run.get('peak_rss_mb'))} MB"),
+        ("newsbeam, 5N articles (whole run)", f"{_fmt(large_run.get('articles_per_s'))} articles/s",
+         f"{_fmt(large_run.get('wall_s'))} s; peak RSS {_fmt(large_run.get('peak_rss_mb'))} MB"),
+        ("newsbeam steady state (5N minus N)", f"{_fmt(newsbeam.get('steady_articles_per_s'))} articles/s",
+         "fixed per-run costs cancel out"),
+        ("**e2e_vs_limit** (target ≥ 0.85)", _fmt(figures.get("e2e_vs_limit")),
+         f"whole run at N; steady state: {_fmt(figures.get('e2e_vs_limit_steady'))}"),
+        ("naive loop", f"{_fmt(naive.get('articles_per_s'))} articles/s",
+         f"on {naive.get('articles', 'n/a')} articles (per-article rate)"),
+        ("**e2e_vs_naive** (target ≥ 5)", _fmt(figures.get("e2e_vs_naive")), "newsbeam whole run at N / naive"),
+        ("**int8_speedup** (target ≥ 1.8)", _fmt(figures.get("int8_speedup")),
+         f"encoder only; whole newsbeam run: {_fmt(figures.get('int8_speedup_e2e'))}"),
+        ("**int8_agreement** (target ≥ 0.95)", _fmt(figures.get("int8_agreement")),
+         "corpus, topic and sentiment; "
+         + (f"topic {_fmt(int8['corpus_agreement']['topic'])}, sentiment {_fmt(int8['corpus_agreement']['sentiment'])}; "
+            if int8 else "")
+         + f"dev sets: {_fmt(figures.get('int8_agreement_dev'))}"),
+        ("int8 macro-F1 change (target ≥ -1 point)",
+         ", ".join(f"{task} {_fmt(delta)}" for task, delta in f1.items()) or "n/a",
+         "points, XLM-T val ar/en/fr (sentiment), SIB-200 dev ar/en/fr/ru/zh (topic)"),
+        ("**rss_growth** (target ≤ 0.10)", _fmt(figures.get("rss_growth")),
+         f"peak RSS at 5N / at N - 1 ({settings.get('articles')} and "
+         f"{(settings.get('articles') or 0) * (settings.get('memory_factor') or 0)} articles)"),
+        ("startup cold / **warm** (target warm ≤ 3 s)",
+         f"{_fmt(figures.get('startup_cold_s'), ' s')} / {_fmt(figures.get('startup_warm_s'), ' s')}",
+         "process start to first labelled batch; cold includes building the model cache"),
+        ("stages (share of one run's wall time)",
+         ", ".join(f"{stage} {100 * share:.0f}%" for stage, share in stages.items()) or "n/a",
+         "cProfile, in-process, one worker"),
+        ("full_text", _fmt(full_text.get("articles_per_s"), " articles/s") if isinstance(full_text, dict)
+         else str(full_text),
+         (f"{_fmt(full_text.get('wall_s'))} s for {full_text.get('articles')} articles from "
+          f"{full_text.get('hosts')} loopback hosts, {full_text.get('bodies_from_pages')} bodies from pages; "
+          f"+{_fmt(full_text.get('extra_s_vs_bodies_in_feed'))} s over bodies in the feed")
+         if isinstance(full_text, dict) else ""),
+    ]
+    table = "\n".join(f"| {name} | {value} | {note} |" for name, value, note in rows)
+    words = corpus.get("body_words", {})
+    errors = results.get("errors") or {}
+    error_text = "".join(f"- {name}: {text.splitlines()[0]}\n" for name, text in errors.items())
+    return f"""# Benchmark
+
+Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
+`bench/results/latest.json`. One run, one machine, all figures side by side.
+
+- **Date**: {results.get('date')} (commit {results.get('commit')})
+- **Machine**: {machine.get('cpu')}, {machine.get('cores')} cores; torch {machine.get('torch')} with {machine.get('torch_threads')} threads; Python {machine.get('python')}
+- **Corpus**: {corpus.get('articles')} generated articles (seed {corpus.get('seed')}), languages {', '.join(corpus.get('languages', []))}; body {words.get('min')}-{words.get('max')} words, median {words.get('median')}; half as RSS/Atom files, half as JSONL
+- **Settings**: N = {settings.get('articles')}, memory run {settings.get('memory_factor')}N, naive on {settings.get('naive_articles')}, heads {settings.get('heads')}, `--max_tokens` {settings.get('max_tokens')}, `--max_batch_tokens` {settings.get('max_batch_tokens')}
+- **Bench wall time**: {results.get('bench_wall_s')} s
+
+| figure | value | notes |
+|---|---|---|
+{table}
+
+{('Steps that could not run:' + chr(10) + error_text) if error_text else ''}
+## Method
+
+- **Corpus** (`bench/corpus.py`): generated from word lists written for the benchmark, per language a topic and a
+  polarity; headline + body of 50-800 words (log-normal, median about 250). Deterministic for a seed.
+- **limit** (`bench/limit.py`): the labeller's own texts (`article_text`: headline + lead, `passage:` prefix,
+  `--max_tokens` 256), tokenised in one call and run through the encoder in length-sorted batches under the
+  8192-token budget, pooling the layers the heads read. No Beam, no I/O, model already loaded.
+- **newsbeam**: `newsbeam run --inputs <corpus> --output <tmp>` with default flags in a child process; articles/s
+  = articles / wall time of the whole process (imports and model loading included). Run at N and 5N articles;
+  the steady-state rate is (5N - N) / (wall(5N) - wall(N)). Peak RSS is each child's `ru_maxrss` from `os.wait4`.
+- **naive** (`bench/naive.py`): feedparser + json, then per article py3langid, one encoder pass for the topic head
+  and another for the sentiment head, each padded to 512 tokens, batch of one; `pandas.DataFrame.to_parquet(
+  partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
+- **int8** (`bench/int8.py`): `quantize_dynamic` of every `nn.Linear` with `per_channel_dynamic_qconfig`;
+  speed-up of the encoder (same texts as the limit) and of a whole newsbeam run; agreement of topic and sentiment
+  labels with the fp32 run on the corpus and on the dev sets; macro-F1 change on XLM-T val (ar, en, fr) and
+  SIB-200 dev (ar, en, fr, ru, zh) through the shipped label maps.
+- **stages** (`bench/stages.py`): cumulative time of the function doing each stage's work in a cProfile of one
+  in-process run (`--direct_num_workers=1`); cProfile inflates pure-Python stages, so their shares are upper bounds.
+- **startup** (`bench/startup.py`): a fresh process imports the labelling stage, loads the labeller and labels one
+  text; cold with `NEWSBEAM_CACHE` empty (the embedded model is built), warm from that cache.
+- **full_text** (`bench/news_sites.py`): the same N articles served from one loopback server per language (feeds carry
+  headline + summary, pages carry the article); `newsbeam run --feeds ... --full_text` with default politeness.
+"""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=100, help="N: corpus size (memory also runs 5N).")
+    parser.add_argument("--memory_factor", type=int, default=5, help="The memory run's size, in N.")
+    parser.add_argument("--naive_articles", type=int, default=60, help="Subset the naive loop is timed on.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", default=None, help="Heads folder (default: the shipped heads).")
+    parser.add_argument("--dev_per_set", type=int, default=None, help="Rows per dev file (default: all).")
+    parser.add_argument("--skip_dev_sets", action="store_true")
+    parser.add_argument("--skip_full_text", action="store_true")
+    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--docs", default=str(DOCS), help="Markdown summary to write ('' to skip).")
+    parser.add_argument("--work_dir", default=None, help="Where temporary corpora and outputs go.")
+    parser.add_argument("--keep_work", action="store_true")
+    args = parser.parse_args(argv)
+    if args.articles < 1 or args.memory_factor < 2 or args.naive_articles < 1:
+        parser.error("--articles and --naive_articles must be >= 1, --memory_factor >= 2")
+    results = run(args)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    markdown = render_markdown(results)
+    if args.docs:
+        Path(args.docs).write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"results: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
