@@ -199,7 +199,9 @@ class Labeller:
 
     def _texts_from_ids(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
         texts = self.encoder.tokenizer.batch_decode([list(ids) for ids in token_ids], skip_special_tokens=True)
-        return [text.removeprefix(self.prefix.strip()).lstrip(" :") for text in texts]
+        # decoders may space the prefix out ("passage : ..."), so match it loosely
+        prefix = re.compile(r"^\s*" + r"\s*".join(map(re.escape, self.prefix.strip())) + r"\s*")
+        return [prefix.sub("", text, count=1) for text in texts]
 
     def label_token_ids(self, token_ids: list[list[int]]) -> list[Labels]:
         """Labels for tokenised texts: one encoder pass feeds every head."""
@@ -223,7 +225,9 @@ class Labeller:
         results = []
         for row in range(len(token_ids)):
             order = np.argsort(-topic_probabilities[row])[:TOP_TOPICS]
-            top = tuple((topic_labels[i], float(topic_probabilities[row, i])) for i in order)
+            # labels a classifier cannot produce score exactly 0: leave them out of the top 3
+            top = tuple((topic_labels[i], float(topic_probabilities[row, i])) for i in order
+                        if topic_probabilities[row, i] > 0 or i == order[0])
             best_sentiment = int(np.argmax(sentiment_probabilities[row]))
             results.append(Labels(
                 topic=top[0][0], topic_score=top[0][1], topic_scores=top,

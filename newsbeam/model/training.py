@@ -10,8 +10,8 @@ recipe that built the shipped heads is used, rooted at ``--data_root``.
 The encoder stays frozen: every text goes through it once (cached on disk by
 content hash, so retraining with other settings is cheap), the mean-pooled
 hidden states of the chosen layers are concatenated and standardised, and a
-class-weighted multinomial logistic regression (or, with ``--hidden``, a
-one-hidden-layer MLP) is fitted per task. Every data source gets the same
+small MLP (one hidden ReLU layer, dropout, AdamW; or with hidden 0 a
+multinomial logistic regression by L-BFGS) is fitted per task. Every data source gets the same
 total weight, so a large parallel corpus does not drown a small news one.
 """
 from __future__ import annotations
@@ -46,10 +46,14 @@ DEFAULT_RECIPE = (
     ("topic", str(OWN_TRAINING_DIR / "topic_*.jsonl"), None),
     ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
 )
-# The layers each head reads (hidden-state indices, 0 = embeddings) and its
-# L2 strength, as picked on the dev splits (docs/labels.md).
+# What each head reads (hidden-state indices, 0 = embeddings), its weight
+# decay, hidden width and epochs, as picked on the dev splits (docs/labels.md).
 DEFAULT_LAYERS = {"topic": (6, 8, 10, 12), "sentiment": (6, 8, 10, 12)}
-DEFAULT_L2 = {"topic": 0.1, "sentiment": 0.1}
+DEFAULT_L2 = {"topic": 0.01, "sentiment": 0.01}
+DEFAULT_HIDDEN = {"topic": 128, "sentiment": 128}
+DEFAULT_EPOCHS = {"topic": 30, "sentiment": 20}
+DEFAULT_SOURCE_POWER = 0.0
+MIN_MLP_STEPS = 300
 
 
 @dataclass
@@ -60,6 +64,7 @@ class LabelledTexts:
     labels: list[str] = field(default_factory=list)
     languages: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     skipped: int = 0
 
     def extend(self, other: "LabelledTexts") -> None:
@@ -67,6 +72,7 @@ class LabelledTexts:
         self.labels += other.labels
         self.languages += other.languages
         self.sources += other.sources
+        self.paths += other.paths
         self.skipped += other.skipped
 
 
@@ -107,6 +113,7 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
         result.labels.append(label)
         result.languages.append(str(row.get("lang") or "und"))
         result.sources.append(source or path)
+        result.paths.append(path)
     return result
 
 
@@ -189,15 +196,17 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
     return pooled[:, list(layers), :]
 
 
-def balanced_weights(label_ids: np.ndarray, sources: Sequence[str], num_labels: int) -> np.ndarray:
-    """Per-row weights, mean 1: every data source weighs the same in total, and
-    within the whole set every label present weighs the same."""
+def balanced_weights(label_ids: np.ndarray, sources: Sequence[str], num_labels: int,
+                     source_power: float = DEFAULT_SOURCE_POWER) -> np.ndarray:
+    """Per-row weights, mean 1: a data source of n rows weighs n**source_power
+    in total (0: all sources equal, 1: every row equal), then the weights are
+    rescaled so every label present weighs the same."""
     weights = np.ones(len(label_ids), dtype=np.float64)
     source_array = np.asarray(sources)
     names = sorted(set(sources))
     for name in names:
         member = source_array == name
-        weights[member] = 1.0 / member.sum()
+        weights[member] = float(member.sum()) ** source_power / member.sum()
     label_mass = np.bincount(label_ids, weights=weights, minlength=num_labels)
     present = label_mass > 0
     weights *= (label_mass.sum() / present.sum()) / label_mass[label_ids]
@@ -250,7 +259,9 @@ def _fit_mlp(inputs, targets, weights, num_labels, hidden, weight_decay, epochs,
         torch.nn.Dropout(0.2), torch.nn.Linear(inputs.shape[1], hidden), torch.nn.ReLU(),
         torch.nn.Dropout(0.3), torch.nn.Linear(hidden, num_labels))
     optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=weight_decay)
-    steps = epochs * ((len(targets) + batch_size - 1) // batch_size)
+    batches = (len(targets) + batch_size - 1) // batch_size
+    epochs = max(epochs, -(-MIN_MLP_STEPS // batches))  # small sets still get enough updates
+    steps = epochs * batches
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps)
     row_weights = weights * len(targets)
     network.train()
@@ -271,8 +282,9 @@ def _fit_mlp(inputs, targets, weights, num_labels, hidden, weight_decay, epochs,
 
 def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                 layers: Optional[dict[str, Sequence[int]]] = None, l2: Optional[dict[str, float]] = None,
-                hidden: int = 0, max_tokens: int = DEFAULT_MAX_TOKENS, version: str = DEFAULT_VERSION,
-                cache_dir: Optional[str | Path] = None) -> HeadSet:
+                hidden: Optional[dict[str, int]] = None, epochs: Optional[dict[str, int]] = None,
+                max_tokens: int = DEFAULT_MAX_TOKENS, version: str = DEFAULT_VERSION,
+                source_power: float = DEFAULT_SOURCE_POWER, cache_dir: Optional[str | Path] = None) -> HeadSet:
     """Fit one head per task in ``data`` (task -> data source specs) on ``encoder``."""
     heads = {}
     for task, specs in data.items():
@@ -287,18 +299,33 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
         if missing:
             LOGGER.warning("%s: no training rows for %s; the head will never predict them", task, missing)
         task_layers = resolve_layers((layers or DEFAULT_LAYERS).get(task, DEFAULT_LAYERS[task]), encoder.num_layers)
-        pooled = pooled_features(encoder, rows.texts, task_layers, max_tokens, cache_dir=cache_dir)
-        weights = balanced_weights(label_ids, rows.sources, len(labels))
+        pooled = np.zeros((len(rows.texts), len(task_layers), encoder.hidden_size), dtype=np.float32)
+        paths = np.asarray(rows.paths)
+        for path in dict.fromkeys(rows.paths):  # one cache entry per file, so adding a file re-embeds only it
+            members = np.flatnonzero(paths == path)
+            pooled[members] = pooled_features(encoder, [rows.texts[i] for i in members], task_layers,
+                                              max_tokens, cache_dir=cache_dir)
+        weights = balanced_weights(label_ids, rows.sources, len(labels), source_power)
         task_l2 = (l2 or DEFAULT_L2).get(task, DEFAULT_L2[task])
-        head = fit_head(task, labels, task_layers, pooled, label_ids, weights, l2=task_l2, hidden=hidden)
+        head = fit_head(task, labels, task_layers, pooled, label_ids, weights, l2=task_l2,
+                        hidden=(hidden or DEFAULT_HIDDEN).get(task, DEFAULT_HIDDEN[task]),
+                        epochs=(epochs or DEFAULT_EPOCHS).get(task, DEFAULT_EPOCHS[task]))
         counts = {label: int(n) for label, n in zip(labels, np.bincount(label_ids, minlength=len(labels)))}
-        heads[task] = Head(**{**head.__dict__, "metadata": {**head.metadata, "sources": list(specs),
+        heads[task] = Head(**{**head.__dict__, "metadata": {**head.metadata,
+                                                            "sources": [_portable(spec) for spec in specs],
                                                             "label_counts": counts}})
         LOGGER.info("%s head: %d rows, %d skipped, layers %s", task, len(rows.texts), rows.skipped, task_layers)
     if not heads:
         raise ValueError("no training data given for any task")
     return HeadSet(version=version, encoder_id=encoder.model_id, max_tokens=max_tokens, heads=heads,
                    prefix=PASSAGE_PREFIX, taxonomy_digest=taxonomy.digest)
+
+
+def _portable(spec: str) -> str:
+    """A data source as recorded in heads.json: relative to the working folder, not a machine's absolute path."""
+    if "://" in spec or not os.path.isabs(spec):
+        return spec
+    return os.path.relpath(spec)
 
 
 def default_data(data_root: str) -> dict[str, list[str]]:
@@ -337,7 +364,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sentiment_layers", type=_layer_list, default=DEFAULT_LAYERS["sentiment"])
     parser.add_argument("--topic_l2", type=float, default=DEFAULT_L2["topic"])
     parser.add_argument("--sentiment_l2", type=float, default=DEFAULT_L2["sentiment"])
-    parser.add_argument("--hidden", type=int, default=0, help="Hidden units (0 = logistic regression).")
+    parser.add_argument("--topic_hidden", type=int, default=DEFAULT_HIDDEN["topic"],
+                        help="Hidden units of the topic MLP (0 = logistic regression).")
+    parser.add_argument("--sentiment_hidden", type=int, default=DEFAULT_HIDDEN["sentiment"])
+    parser.add_argument("--topic_epochs", type=int, default=DEFAULT_EPOCHS["topic"], help="MLP training epochs.")
+    parser.add_argument("--sentiment_epochs", type=int, default=DEFAULT_EPOCHS["sentiment"])
+    parser.add_argument("--source_power", type=float, default=DEFAULT_SOURCE_POWER,
+                        help="A data source of n rows weighs n**power in total (0: sources equal, 1: rows equal).")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="Head version recorded in the model column.")
     parser.add_argument("--feature_cache", default=None,
                         help="Folder caching encoder features between runs (default: <model cache>/features).")
@@ -368,7 +401,9 @@ def run(args: argparse.Namespace) -> int:
         encoder, taxonomy, data,
         layers={"topic": args.topic_layers, "sentiment": args.sentiment_layers},
         l2={"topic": args.topic_l2, "sentiment": args.sentiment_l2},
-        hidden=args.hidden, max_tokens=args.max_tokens, version=args.version, cache_dir=cache_dir)
+        hidden={"topic": args.topic_hidden, "sentiment": args.sentiment_hidden},
+        epochs={"topic": args.topic_epochs, "sentiment": args.sentiment_epochs},
+        max_tokens=args.max_tokens, version=args.version, source_power=args.source_power, cache_dir=cache_dir)
     folder = save_heads(head_set, args.output)
     sizes = {name: (folder / name).stat().st_size for name in ("heads.json", "heads.safetensors")}
     print(json.dumps({"output": str(folder), "version": head_set.version, "encoder": head_set.encoder_id,

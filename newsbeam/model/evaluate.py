@@ -1,0 +1,205 @@
+"""``newsbeam eval``: score the labeller on a labelled JSONL set.
+
+Rows carry ``text`` (or ``headline`` + ``body``), ``label`` and ``lang``.
+``--label_map`` turns the dataset's labels into newsbeam ids (a JSON path or
+a shipped map name: ``sib200``, ``masakhanews``, ``xlmt``); rows whose label
+maps to nothing are skipped and counted. Without a map, labels must already
+be ids of the task.
+
+``--restrict`` makes it closed-set classification over the dataset's own
+label set: each row's prediction is the best-scoring label among the mapped
+gold labels that occur for that row's language (MasakhaNEWS French, for
+example, has no entertainment class, so it is never predicted there).
+
+Macro-F1 averages per-label F1 over every label that occurs as gold or as a
+prediction (scikit-learn's default), so predicting a label the data never
+uses costs score.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from typing import Optional, Sequence
+
+import numpy as np
+
+from newsbeam.model.taxonomy import load_label_map
+from newsbeam.model.training import LabelledTexts, expand_pattern, read_labelled_jsonl
+
+LOGGER = logging.getLogger(__name__)
+
+TASKS = ("topic", "sentiment")
+
+
+def f1_scores(gold: Sequence[str], predicted: Sequence[str], labels: Optional[Sequence[str]] = None) -> dict:
+    """Per-label precision/recall/F1/support and their macro average.
+
+    ``labels`` defaults to every label occurring in ``gold`` or ``predicted``.
+    """
+    gold_array, predicted_array = np.asarray(gold, dtype=object), np.asarray(predicted, dtype=object)
+    labels = sorted(set(gold) | set(predicted)) if labels is None else list(labels)
+    per_label = {}
+    for label in labels:
+        true_positive = int(np.sum((gold_array == label) & (predicted_array == label)))
+        predicted_count = int(np.sum(predicted_array == label))
+        support = int(np.sum(gold_array == label))
+        precision = true_positive / predicted_count if predicted_count else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * true_positive / (predicted_count + support) if predicted_count + support else 0.0
+        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    macro = float(np.mean([scores["f1"] for scores in per_label.values()])) if per_label else 0.0
+    return {"per_label": per_label, "macro_f1": macro}
+
+
+def classification_report(gold: Sequence[str], predicted: Sequence[str], languages: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, per-class scores, per-language scores and the confusion matrix."""
+    if not (len(gold) == len(predicted) == len(languages)):
+        raise ValueError(f"gold, predicted and languages differ in length: "
+                         f"{len(gold)}, {len(predicted)}, {len(languages)}")
+    gold_array, predicted_array = np.asarray(gold, dtype=object), np.asarray(predicted, dtype=object)
+    overall = f1_scores(gold, predicted)
+    by_language: dict[str, list[int]] = defaultdict(list)
+    for index, language in enumerate(languages):
+        by_language[language].append(index)
+    per_language = {}
+    for language in sorted(by_language):
+        rows = by_language[language]
+        language_gold = [gold[i] for i in rows]
+        language_predicted = [predicted[i] for i in rows]
+        per_language[language] = {
+            "n": len(rows),
+            "accuracy": float(np.mean(gold_array[rows] == predicted_array[rows])),
+            "macro_f1": f1_scores(language_gold, language_predicted)["macro_f1"],
+        }
+    labels = sorted(set(gold) | set(predicted))
+    position = {label: index for index, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    for gold_label, predicted_label in zip(gold, predicted):
+        matrix[position[gold_label], position[predicted_label]] += 1
+    return {
+        "n": len(gold),
+        "accuracy": float(np.mean(gold_array == predicted_array)) if len(gold) else 0.0,
+        "macro_f1": overall["macro_f1"],
+        "per_class": overall["per_label"],
+        "per_language": per_language,
+        "confusion": {"labels": labels, "matrix": matrix.tolist()},
+    }
+
+
+def allowed_labels_by_language(gold: Sequence[str], languages: Sequence[str]) -> dict[str, set[str]]:
+    """The closed label set of each language: the gold labels it has."""
+    allowed: dict[str, set[str]] = defaultdict(set)
+    for label, language in zip(gold, languages):
+        allowed[language].add(label)
+    return dict(allowed)
+
+
+def choose_labels(label_ids: Sequence[str], probabilities: np.ndarray, languages: Sequence[str],
+                  allowed: Optional[dict[str, set[str]]] = None) -> list[str]:
+    """Best label per row, optionally only among ``allowed[language]``."""
+    if allowed is None:
+        return [label_ids[i] for i in np.argmax(probabilities, axis=1)]
+    choices = []
+    for row, language in enumerate(languages):
+        mask = np.array([label in allowed[language] for label in label_ids])
+        scores = np.where(mask, probabilities[row], -np.inf)
+        choices.append(label_ids[int(np.argmax(scores))])
+    return choices
+
+
+def read_eval_rows(patterns: Sequence[str], label_map: Optional[str], task_labels: Sequence[str]) -> LabelledTexts:
+    """Rows of every file matching ``patterns``, labels mapped; unusable rows counted in ``skipped``."""
+    mapping = load_label_map(label_map) if label_map else None
+    rows = LabelledTexts()
+    for pattern in patterns:
+        for path in expand_pattern(pattern):
+            rows.extend(read_labelled_jsonl(path, mapping, task_labels, source=path))
+    return rows
+
+
+def evaluate_labeller(labeller, task: str, rows: LabelledTexts, restrict: bool = False) -> dict:
+    """The classification report of ``labeller`` on ``rows``, with timing."""
+    started = time.perf_counter()
+    token_ids = labeller.token_ids(rows.texts)
+    label_ids, probabilities = labeller.task_probabilities(task, token_ids)
+    seconds = time.perf_counter() - started
+    allowed = allowed_labels_by_language(rows.labels, rows.languages) if restrict else None
+    predicted = choose_labels(label_ids, probabilities, rows.languages, allowed)
+    report = classification_report(rows.labels, predicted, rows.languages)
+    report.update({
+        "task": task,
+        "skipped": rows.skipped,
+        "restricted": restrict,
+        "model": labeller.model_id,
+        "seconds": round(seconds, 2),
+        "texts_per_second": round(len(rows.texts) / seconds, 1) if seconds > 0 else None,
+        "tokens": int(sum(len(ids) for ids in token_ids)),
+    })
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as aligned plain text."""
+    lines = [
+        f"task {report['task']}  model {report['model']}  restricted {report['restricted']}",
+        f"n {report['n']}  skipped {report['skipped']}  accuracy {report['accuracy']:.4f}  "
+        f"macro-F1 {report['macro_f1']:.4f}  ({report['seconds']}s, {report['texts_per_second']} texts/s)",
+        "",
+        f"{'label':<36}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    for label, scores in report["per_class"].items():
+        lines.append(f"{label:<36}{scores['precision']:>10.4f}{scores['recall']:>10.4f}"
+                     f"{scores['f1']:>10.4f}{scores['support']:>9d}")
+    lines += ["", f"{'language':<12}{'n':>7}{'accuracy':>10}{'macro-F1':>10}"]
+    for language, scores in report["per_language"].items():
+        lines.append(f"{language:<12}{scores['n']:>7d}{scores['accuracy']:>10.4f}{scores['macro_f1']:>10.4f}")
+    labels = report["confusion"]["labels"]
+    short = [label[:8] for label in labels]
+    lines += ["", "confusion (rows gold, columns predicted)", " " * 36 + "".join(f"{name:>9}" for name in short)]
+    for label, counts in zip(labels, report["confusion"]["matrix"]):
+        lines.append(f"{label:<36}" + "".join(f"{count:>9d}" for count in counts))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``eval`` options."""
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--data", required=True, nargs="+", metavar="FILE.jsonl",
+                        help="Labelled JSONL file(s) or glob(s): text|headline+body, label, lang.")
+    parser.add_argument("--label_map", default=None,
+                        help="Dataset label -> newsbeam id map: JSON path or shipped name (sib200, masakhanews, xlmt).")
+    parser.add_argument("--restrict", action="store_true",
+                        help="Closed-set: predict only among the mapped gold labels of each row's language.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
+    parser.add_argument("--encoder", default=None, help="Encoder (default: embedded multilingual-e5-small).")
+    parser.add_argument("--heads", default=None, help="Trained heads folder (default: shipped heads).")
+    parser.add_argument("--taxonomy", default=None, help="Topic taxonomy YAML (default: IPTC top level).")
+    parser.add_argument("--topic_model", default=None, help="Text-classification checkpoint for topics.")
+    parser.add_argument("--sentiment_model", default=None, help="Text-classification checkpoint for sentiment.")
+    parser.add_argument("--model_label_map", default=None,
+                        help="JSON mapping the checkpoint's labels onto newsbeam ids (with --*_model).")
+    parser.add_argument("--max_tokens", type=int, default=256, help="Token budget per text.")
+    parser.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
+    parser.add_argument("--torch_threads", type=int, default=None)
+    parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the report; returns a process exit status (1 when no row was usable)."""
+    from newsbeam.model.labeller import load_labeller
+
+    labeller = load_labeller(
+        encoder=args.encoder, heads=args.heads, taxonomy=args.taxonomy, topic_model=args.topic_model,
+        sentiment_model=args.sentiment_model, label_map=args.model_label_map, max_tokens=args.max_tokens,
+        max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads, cache_dir=args.model_cache)
+    rows = read_eval_rows(args.data, args.label_map, labeller.taxonomy.ids_for(args.task))
+    if not rows.texts:
+        print(f"no usable rows in {args.data} ({rows.skipped} skipped)", file=sys.stderr)
+        return 1
+    report = evaluate_labeller(labeller, args.task, rows, restrict=args.restrict)
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+    return 0

@@ -1,0 +1,164 @@
+"""newsbeam eval: metrics on hand-made data with known answers, closed-set
+restriction, label maps, and the command end to end on a tiny model."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from newsbeam.model import evaluate
+from tests.test_training import SPORT_WORDS, WEATHER_WORDS, toy_sentences, write_jsonl
+
+
+def test_f1_scores_match_hand_computed_values():
+    gold = ["a", "a", "a", "b", "b", "c"]
+    predicted = ["a", "a", "b", "b", "c", "c"]
+    scores = evaluate.f1_scores(gold, predicted)
+    # a: P 2/2, R 2/3 -> F1 0.8; b: P 1/2, R 1/2 -> 0.5; c: P 1/2, R 1/1 -> 2/3
+    assert scores["per_label"]["a"]["f1"] == pytest.approx(0.8)
+    assert scores["per_label"]["b"]["f1"] == pytest.approx(0.5)
+    assert scores["per_label"]["c"]["f1"] == pytest.approx(2 / 3)
+    assert scores["per_label"]["c"]["precision"] == pytest.approx(0.5)
+    assert scores["per_label"]["a"]["support"] == 3
+    assert scores["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_a_predicted_label_absent_from_gold_counts_in_the_macro_average():
+    scores = evaluate.f1_scores(["a", "a"], ["a", "z"])
+    assert scores["per_label"]["z"]["f1"] == 0.0
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
+
+
+def test_classification_report_per_language_and_confusion():
+    gold = ["a", "b", "a", "b", "a", "b"]
+    predicted = ["a", "b", "b", "b", "a", "a"]
+    languages = ["en", "en", "fr", "fr", "ar", "ar"]
+    report = evaluate.classification_report(gold, predicted, languages)
+    assert report["n"] == 6
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["per_language"]["en"] == {"n": 2, "accuracy": 1.0, "macro_f1": 1.0}
+    assert report["per_language"]["fr"]["accuracy"] == 0.5
+    assert report["per_language"]["fr"]["macro_f1"] == pytest.approx((0 + 2 / 3) / 2)
+    assert report["per_language"]["ar"]["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
+    assert report["confusion"] == {"labels": ["a", "b"], "matrix": [[2, 1], [1, 2]]}
+    with pytest.raises(ValueError, match="differ in length"):
+        evaluate.classification_report(["a"], [], ["en"])
+
+
+def test_restriction_picks_the_best_label_among_each_languages_gold_labels():
+    label_ids = ("sport", "weather", "politics")
+    probabilities = np.array([[0.1, 0.3, 0.6], [0.5, 0.2, 0.3], [0.2, 0.1, 0.7]])
+    languages = ["en", "en", "fr"]
+    assert evaluate.choose_labels(label_ids, probabilities, languages) == ["politics", "sport", "politics"]
+    allowed = evaluate.allowed_labels_by_language(["sport", "weather", "weather"], languages)
+    assert allowed == {"en": {"sport", "weather"}, "fr": {"weather"}}
+    assert evaluate.choose_labels(label_ids, probabilities, languages, allowed) == ["weather", "sport", "weather"]
+
+
+def test_format_report_shows_every_section():
+    report = evaluate.classification_report(["a", "b"], ["a", "a"], ["en", "fr"])
+    report.update({"task": "topic", "model": "m", "restricted": False, "skipped": 1, "seconds": 0.1,
+                   "texts_per_second": 20.0})
+    text = evaluate.format_report(report)
+    for fragment in ("macro-F1 0.3333", "skipped 1", "confusion (rows gold, columns predicted)", "fr"):
+        assert fragment in text
+
+
+@pytest.fixture(scope="module")
+def toy_eval(tmp_path_factory, trained_heads_module):
+    folder = tmp_path_factory.mktemp("eval")
+    rows = [{"text": t, "label": "football", "lang": "en"} for t in toy_sentences(SPORT_WORDS, 10, 50)]
+    rows += [{"headline": t.split(" ", 3)[-1], "body": t, "label": "meteo", "lang": "fr"}
+             for t in toy_sentences(WEATHER_WORDS, 10, 51)]
+    rows += [{"text": "the news today", "label": "gossip", "lang": "en"}] * 3
+    data = write_jsonl(folder / "dev.jsonl", rows)
+    label_map = folder / "map.json"
+    label_map.write_text(json.dumps({"football": "sport", "meteo": "weather", "gossip": None}))
+    return data, str(label_map)
+
+
+@pytest.fixture(scope="module")
+def trained_heads_module(tmp_path_factory):
+    """The toy heads of test_training, trained once for this module."""
+    from tests.test_training import save_tiny_bert, write_toy_sets
+    from newsbeam.model import training
+
+    encoder_path = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-eval"))
+    folder = tmp_path_factory.mktemp("toy-train")
+    topic_file, sentiment_file = write_toy_sets(folder)
+    (folder / "toy_map.json").write_text(json.dumps({"football": "sport", "meteo": "weather"}))
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+    assert training.run(parser.parse_args([
+        "--topic_data", f"{topic_file}@{folder / 'toy_map.json'}", "--sentiment_data", sentiment_file,
+        "--encoder", encoder_path, "--output", str(folder / "heads"), "--feature_cache", str(folder / "cache"),
+        "--max_tokens", "32", "--topic_layers", "1,3", "--sentiment_layers", "3"])) == 0
+    return encoder_path, str(folder / "heads")
+
+
+def run_eval(argv: list[str], capsys) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    status = evaluate.run(parser.parse_args(argv))
+    return status, capsys.readouterr().out
+
+
+def test_eval_command_json_on_the_toy_set(toy_eval, trained_heads_module, capsys):
+    data, label_map = toy_eval
+    encoder_path, heads = trained_heads_module
+    status, out = run_eval(["--task", "topic", "--data", data, "--label_map", label_map, "--json",
+                            "--encoder", encoder_path, "--heads", heads, "--max_tokens", "32"], capsys)
+    assert status == 0
+    report = json.loads(out)
+    assert {"accuracy", "macro_f1", "n", "per_language", "per_class", "confusion", "skipped"} <= set(report)
+    assert report["n"] == 20 and report["skipped"] == 3
+    assert report["accuracy"] == 1.0 and report["macro_f1"] == 1.0
+    assert set(report["per_language"]) == {"en", "fr"}
+    assert report["per_language"]["fr"]["n"] == 10
+    assert report["model"] == f"{encoder_path}+heads-v1"
+
+
+def test_eval_restrict_closes_the_label_set_per_language(toy_eval, trained_heads_module, capsys, tmp_path):
+    _, label_map = toy_eval
+    encoder_path, heads = trained_heads_module
+    # weather texts labelled 'football': open-set the model says weather; closed-set (only sport
+    # occurs for this language) it must say sport
+    data = write_jsonl(tmp_path / "odd.jsonl",
+                       [{"text": t, "label": "football", "lang": "de"} for t in toy_sentences(WEATHER_WORDS, 5, 7)])
+    common = ["--task", "topic", "--data", data, "--label_map", label_map, "--json", "--encoder", encoder_path,
+              "--heads", heads, "--max_tokens", "32"]
+    _, open_out = run_eval(common, capsys)
+    _, closed_out = run_eval(common + ["--restrict"], capsys)
+    assert json.loads(open_out)["accuracy"] == 0.0
+    closed = json.loads(closed_out)
+    assert closed["accuracy"] == 1.0 and closed["restricted"] is True
+
+
+def test_eval_text_output_and_empty_data(toy_eval, trained_heads_module, capsys, tmp_path):
+    data, label_map = toy_eval
+    encoder_path, heads = trained_heads_module
+    status, out = run_eval(["--task", "topic", "--data", data, "--label_map", label_map,
+                            "--encoder", encoder_path, "--heads", heads], capsys)
+    assert status == 0 and "macro-F1 1.0000" in out and "weather" in out
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"text": "x", "label": "gossip", "lang": "en"}])
+    status, _ = run_eval(["--task", "topic", "--data", empty, "--label_map", label_map,
+                          "--encoder", encoder_path, "--heads", heads], capsys)
+    assert status == 1
+
+
+def test_shipped_label_maps_hit_distinct_taxonomy_ids():
+    from newsbeam.model.taxonomy import load_label_map, load_taxonomy
+
+    taxonomy = load_taxonomy()
+    sib = load_label_map("sib200")
+    assert set(sib) == {"science/technology", "travel", "politics", "sports", "health", "entertainment",
+                        "geography"}
+    assert len(set(sib.values())) == 7 and set(sib.values()) <= set(taxonomy.topic_ids)
+    masakha = load_label_map("masakhanews")
+    assert set(masakha) == {"business", "entertainment", "health", "politics", "sports", "technology", "religion"}
+    assert len(set(masakha.values())) == 7 and set(masakha.values()) <= set(taxonomy.topic_ids)
+    assert load_label_map("xlmt") == {label: label for label in taxonomy.sentiment_ids}
+    with pytest.raises(ValueError, match="no shipped label map named 'nope'"):
+        load_label_map("nope")

@@ -1,0 +1,206 @@
+"""train-heads: data reading, weighting, head fitting, and the command end to end
+on a tiny random BERT saved to tmp_path (no network, no shared data)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from newsbeam.model import training
+from newsbeam.model.heads import load_heads
+from newsbeam.model.taxonomy import load_taxonomy
+
+SPORT_WORDS = ["match", "goal", "team", "league", "coach", "striker", "cup", "stadium"]
+WEATHER_WORDS = ["rain", "storm", "snow", "forecast", "wind", "sunny", "cloud", "frost"]
+HAPPY_WORDS = ["great", "wonderful", "love", "win", "joy", "excellent"]
+SAD_WORDS = ["awful", "terrible", "hate", "loss", "grief", "disaster"]
+FILLER = ["the", "a", "today", "news", "report", "says"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "passage", "query", ":"]
+
+
+def save_tiny_bert(folder: Path, max_positions: int = 64) -> str:
+    """A random 3-layer BERT with a word-level tokenizer over the toy vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    words = SPECIAL + FILLER + SPORT_WORDS + WEATHER_WORDS + HAPPY_WORDS + SAD_WORDS
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]", model_max_length=max_positions)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=3,
+                                 num_attention_heads=2, intermediate_size=64,
+                                 max_position_embeddings=max_positions), add_pooling_layer=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def toy_sentences(words: list[str], count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(FILLER, 2).tolist() + rng.choice(words, 4).tolist()) for _ in range(count)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def write_toy_sets(folder: Path, seed: int = 0) -> tuple[str, str]:
+    """A topic set (dataset labels 'football'/'meteo', mapped by a JSON map) and a sentiment set."""
+    topic_rows = [{"text": t, "label": "football", "lang": "en"} for t in toy_sentences(SPORT_WORDS, 40, seed)]
+    topic_rows += [{"text": t, "label": "meteo", "lang": "fr"} for t in toy_sentences(WEATHER_WORDS, 40, seed + 1)]
+    topic_rows.append({"text": "the news", "label": "gossip", "lang": "en"})  # maps to nothing: skipped
+    sentiment_rows = [{"text": t, "label": "positive", "lang": "en"} for t in toy_sentences(HAPPY_WORDS, 40, seed)]
+    sentiment_rows += [{"text": t, "label": "negative", "lang": "en"} for t in toy_sentences(SAD_WORDS, 40, seed + 1)]
+    return (write_jsonl(folder / "topic.jsonl", topic_rows), write_jsonl(folder / "sentiment.jsonl", sentiment_rows))
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_path(tmp_path_factory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def trained_heads(tmp_path_factory, tiny_encoder_path) -> Path:
+    """Heads trained by the train-heads command on the toy sets."""
+    folder = tmp_path_factory.mktemp("toy")
+    topic_file, sentiment_file = write_toy_sets(folder)
+    (folder / "toy_map.json").write_text(json.dumps({"football": "sport", "meteo": "weather"}))
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+    args = parser.parse_args([
+        "--topic_data", f"{topic_file}@{folder / 'toy_map.json'}",
+        "--sentiment_data", sentiment_file,
+        "--encoder", tiny_encoder_path,
+        "--output", str(folder / "heads"),
+        "--feature_cache", str(folder / "features"),
+        "--max_tokens", "32",
+        "--topic_layers", "1,3",
+        "--sentiment_layers", "-1",
+        "--version", "heads-toy",
+    ])
+    assert training.run(args) == 0
+    return folder / "heads"
+
+
+def test_train_heads_command_writes_small_heads_that_separate_the_toy_set(trained_heads, tiny_encoder_path):
+    from newsbeam.model.labeller import load_labeller
+
+    head_set = load_heads(str(trained_heads))
+    assert head_set.version == "heads-toy"
+    assert head_set.encoder_id == tiny_encoder_path
+    assert head_set.heads["topic"].labels == load_taxonomy().topic_ids
+    assert head_set.heads["topic"].metadata["label_counts"]["sport"] == 40
+    assert head_set.heads["topic"].metadata["label_counts"]["weather"] == 40
+    assert (trained_heads / "heads.safetensors").stat().st_size < 200_000
+
+    labeller = load_labeller(encoder=tiny_encoder_path, heads=str(trained_heads), max_tokens=32)
+    sport, weather = toy_sentences(SPORT_WORDS, 20, 99), toy_sentences(WEATHER_WORDS, 20, 98)
+    happy, sad = toy_sentences(HAPPY_WORDS, 20, 97), toy_sentences(SAD_WORDS, 20, 96)
+    labels = labeller.label_texts(sport + weather)
+    assert [label.topic for label in labels] == ["sport"] * 20 + ["weather"] * 20
+    assert all(label.topic_score > 0.5 and len(label.topic_scores) == 3 for label in labels)
+    sentiments = [label.sentiment for label in labeller.label_texts(happy + sad)]
+    assert sentiments == ["positive"] * 20 + ["negative"] * 20
+    assert labeller.model_id == f"{tiny_encoder_path}+heads-toy"
+
+
+def test_features_are_cached_per_file_and_reused(trained_heads, tiny_encoder_path, tmp_path):
+    from newsbeam.model.encoder import load_encoder
+
+    cache = trained_heads.parent / "features"
+    cached = sorted(cache.glob("features-*.npy"))
+    assert len(cached) == 2  # one per training file
+    encoder = load_encoder(tiny_encoder_path)
+    texts = toy_sentences(SPORT_WORDS, 5, 3)
+    first = training.pooled_features(encoder, texts, (1, 3), 32, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("features-*.npy")
+    assert np.load(entry).shape == (5, encoder.num_layers + 1, encoder.hidden_size)
+    again = training.pooled_features(encoder, texts, (1, 3), 32, cache_dir=tmp_path)
+    np.testing.assert_allclose(first, again, atol=1e-2)  # second read comes from the float16 cache
+
+
+def test_read_labelled_jsonl_maps_skips_and_uses_headline_and_body(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", [
+        {"headline": "Cup final tonight", "body": "The team  travels\n\n\nto the stadium.", "text": "ignored",
+         "label": "sports", "lang": "en"},
+        {"text": "A plain sentence.", "label": "sports"},
+        {"text": "Unmapped.", "label": "cooking", "lang": "en"},
+        {"text": "   ", "label": "sports", "lang": "en"},
+    ])
+    rows = training.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids)
+    assert rows.texts == ["Cup final tonight\nThe team travels\nto the stadium.", "A plain sentence."]
+    assert rows.labels == ["sport", "sport"]
+    assert rows.languages == ["en", "und"]
+    assert rows.skipped == 2
+
+
+def test_parse_source_splits_only_a_map_suffix():
+    assert training.parse_source("data/*/train.jsonl@sib200") == ("data/*/train.jsonl", "sib200")
+    assert training.parse_source("data/x.jsonl@maps/my map.json") == ("data/x.jsonl", "maps/my map.json")
+    assert training.parse_source("data/user@host/x.jsonl") == ("data/user@host/x.jsonl", None)
+    assert training.parse_source("x.jsonl") == ("x.jsonl", None)
+
+
+def test_missing_training_files_fail_with_the_pattern(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        training.read_sources([str(tmp_path / "nothing-here*.jsonl")], ["sport"])
+
+
+def test_balanced_weights_even_out_sources_and_labels():
+    labels = np.array([0] * 90 + [1] * 10 + [0] * 5 + [1] * 5)
+    sources = ["big"] * 100 + ["small"] * 10
+    weights = training.balanced_weights(labels, sources, 3, source_power=0.0)
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
+    # with equal source weight, the 10 small-source rows together weigh as much as the 100 big ones
+    # before label balancing; label balancing then rescales per label, keeping the within-label ratio
+    assert weights[100] / weights[0] == pytest.approx(10.0)
+    proportional = training.balanced_weights(labels, sources, 3, source_power=1.0)
+    assert proportional[100] / proportional[0] == pytest.approx(1.0)
+
+
+def test_fit_head_linear_and_mlp_separate_gaussian_blobs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 2, 8)) * 3
+    label_ids = np.repeat(np.arange(3), 50)
+    pooled = (centres[label_ids] + rng.normal(size=(150, 2, 8))).astype(np.float32)
+    for hidden in (0, 16):
+        head = training.fit_head("sentiment", ["negative", "neutral", "positive"], (4, 6), pooled, label_ids,
+                                 np.ones(150), l2=0.01, hidden=hidden, epochs=60)
+        accuracy = np.mean(head.logits(pooled).argmax(axis=1) == label_ids)
+        assert accuracy > 0.95, (hidden, accuracy)
+        assert head.metadata["kind"] == ("linear" if hidden == 0 else "mlp")
+
+
+def test_resolve_layers_accepts_negative_indices_and_rejects_out_of_range():
+    assert training.resolve_layers((-1, 6, 8, -3), 12) == (6, 8, 10, 12)
+    with pytest.raises(ValueError, match="out of range"):
+        training.resolve_layers((13,), 12)
+
+
+def test_default_recipe_points_at_shared_data_and_own_examples():
+    data = training.default_data("/data")
+    assert "/data/topic/sib200/*/train.jsonl@sib200" in data["topic"]
+    assert "/data/sentiment/xlmt/*/train.jsonl@xlmt" in data["sentiment"]
+    own = [spec for spec in data["topic"] if "topic_*.jsonl" in spec]
+    assert own and training.expand_pattern(own[0])
+    assert not any("dev" in spec or "val" in spec for specs in data.values() for spec in specs)
+
+
+def test_own_written_examples_cover_the_subjects_public_sets_lack():
+    rows = training.read_sources([str(training.OWN_TRAINING_DIR / "topic_*.jsonl")], load_taxonomy().topic_ids)
+    counts = {label: rows.labels.count(label) for label in set(rows.labels)}
+    for subject in ("conflict_war_peace", "crime_law_justice", "disaster_accident_emergency", "education",
+                    "human_interest", "labour", "society", "weather"):
+        assert counts.get(subject, 0) >= 20, subject
+    languages = set(rows.languages)
+    assert {"ar", "en", "fr"} <= languages
