@@ -72,8 +72,9 @@ def git_commit() -> Optional[str]:
 
 
 def newsbeam_argv(inputs: Sequence[str], output: Path, extra: Sequence[str] = (), int8: bool = False) -> list[str]:
-    entry = [str(BENCH / "int8.py")] if int8 else ["-m", "newsbeam.pipeline.cli"]
-    return python_argv(*entry, "run", "--inputs", *inputs, "--output", str(output), *extra)
+    quantize = ["--quantize", "int8"] if int8 else []
+    return python_argv("-m", "newsbeam.pipeline.cli", "run", "--inputs", *inputs, "--output", str(output),
+                       *extra, *quantize)
 
 
 def read_labels(output: Path) -> dict[str, tuple]:
@@ -150,13 +151,13 @@ def measure_newsbeam(corpus_dirs: dict, work: Path, heads_args: list[str], resul
 
 def measure_int8(labeller, texts: Sequence[str], corpus_dir: Path, work: Path, heads_args: list[str],
                  dev_sets: Optional[dict], results: dict) -> dict:
-    from int8 import quantize_int8
+    from newsbeam.model.encoder import quantized
     from limit import measure_limit
     from quality import compare_predictions, dev_predictions
 
     fp32_model = labeller.encoder.model
     fp32_dev = dev_predictions(labeller, dev_sets) if dev_sets else None
-    labeller.encoder.model = quantize_int8(fp32_model)
+    labeller.encoder.model = quantized(fp32_model, "int8")
     try:
         int8_limit = measure_limit(labeller, texts)
         int8_dev = dev_predictions(labeller, dev_sets) if dev_sets else None
@@ -396,7 +397,7 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **naive** (`bench/naive.py`): feedparser + json, then per article py3langid, one encoder pass for the topic head
   and another for the sentiment head, each padded to 512 tokens, batch of one; `pandas.DataFrame.to_parquet(
   partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
-- **int8** (`bench/int8.py`): `quantize_dynamic` of every `nn.Linear` with `per_channel_dynamic_qconfig`;
+- **int8** (`newsbeam run --quantize int8`, `newsbeam.model.encoder.quantized`): `quantize_dynamic` of every `nn.Linear` with `per_channel_dynamic_qconfig`;
   speed-up of the encoder (same texts as the limit) and of a whole newsbeam run; agreement of topic and sentiment
   labels with the fp32 run on the corpus and on the dev sets; macro-F1 change on XLM-T val (ar, en, fr) and
   SIB-200 dev (ar, en, fr, ru, zh) through the shipped label maps.

@@ -110,7 +110,7 @@ def random_heads(tmp_path_factory):
 
 @pytest.mark.timeout(300)
 def test_limit_int8_and_naive_label_the_same_articles(tmp_path, random_heads):
-    from int8 import quantize_int8
+    from newsbeam.model.encoder import quantized
     from limit import measure_limit
     from naive import NaiveLabeller, naive_run
     from newsbeam.model.embedded import ensure_embedded_model
@@ -124,7 +124,7 @@ def test_limit_int8_and_naive_label_the_same_articles(tmp_path, random_heads):
     assert limit["articles"] == 5 and limit["tokens"] == 5 * 32 and limit["layers"] == [6, 12]
 
     fp32_model = labeller.encoder.model
-    labeller.encoder.model = quantize_int8(fp32_model)
+    labeller.encoder.model = quantized(fp32_model, "int8")
     assert any("quantized" in type(module).__module__ for module in labeller.encoder.model.modules())
     int8_labels = labeller.label_texts(texts)
     assert all(label.topic in labeller.taxonomy.ids_for("topic") for label in int8_labels)

@@ -184,6 +184,8 @@ class Labeller:
 
     def _describe(self, heads: Optional[HeadSet]) -> str:
         parts = [self.encoder.model_id]
+        if getattr(self.encoder, "quantized", False):
+            parts.append("int8")
         if self.heads and heads is not None:
             parts.append(heads.version)
         for task in ("topic", "sentiment"):
@@ -272,7 +274,8 @@ def _read_label_maps(label_map: Optional[str]) -> dict[str, Optional[dict[str, s
 def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None, taxonomy: Optional[str] = None,
                   topic_model: Optional[str] = None, sentiment_model: Optional[str] = None,
                   label_map: Optional[str] = None, max_tokens: int = 256, max_batch_tokens: int = 8192,
-                  torch_threads: Optional[int] = None, cache_dir: Optional[str] = None) -> Labeller:
+                  torch_threads: Optional[int] = None, cache_dir: Optional[str] = None,
+                  quantize: Optional[str] = None) -> Labeller:
     """Build a :class:`Labeller` from addresses (local paths, gs://, hub ids).
 
     ``encoder`` None is the embedded multilingual-e5-small; ``heads`` None the
@@ -283,7 +286,7 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
 
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
-    loaded_encoder = load_encoder(encoder, cache_dir=cache_dir, torch_threads=torch_threads)
+    loaded_encoder = load_encoder(encoder, cache_dir=cache_dir, torch_threads=torch_threads, quantize=quantize)
     loaded_encoder.max_batch_tokens = max_batch_tokens
     loaded_taxonomy = load_taxonomy(taxonomy)
     head_set = load_heads(heads)

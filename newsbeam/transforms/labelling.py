@@ -40,6 +40,7 @@ class LabellerConfig:
     max_batch_tokens: int = 8192
     torch_threads: Optional[int] = None
     cache_dir: Optional[str] = None
+    quantize: str = "none"
 
     @classmethod
     def from_options(cls, news) -> "LabellerConfig":
