@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sentiment_model", default=None, help="Text-classification checkpoint for sentiment.")
     parser.add_argument("--model_label_map", default=None,
                         help="JSON mapping the checkpoint's labels onto newsbeam ids (with --*_model).")
-    parser.add_argument("--max_tokens", type=int, default=256, help="Token budget per text.")
+    parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per text (as newsbeam run).")
     parser.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
     parser.add_argument("--torch_threads", type=int, default=None)
     parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")

@@ -100,7 +100,7 @@ class TextClassifier:
     """A Hugging Face sequence classifier whose labels map onto newsbeam ids."""
 
     def __init__(self, name_or_path: str, label_ids: Sequence[str], label_map: Optional[Mapping[str, str]] = None,
-                 max_tokens: int = 256, cache_dir: Optional[str] = None):
+                 max_tokens: int = 128, cache_dir: Optional[str] = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -153,7 +153,7 @@ class Labeller:
     def __init__(self, encoder, taxonomy: Taxonomy, *, heads: Optional[HeadSet] = None,
                  topic_classifier: Optional[TextClassifier] = None,
                  sentiment_classifier: Optional[TextClassifier] = None,
-                 max_tokens: int = 256, prefix: str = PASSAGE_PREFIX):
+                 max_tokens: int = 128, prefix: str = PASSAGE_PREFIX):
         self.encoder = encoder
         self.taxonomy = taxonomy
         self.max_tokens = max_tokens
@@ -273,7 +273,7 @@ def _read_label_maps(label_map: Optional[str]) -> dict[str, Optional[dict[str, s
 
 def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None, taxonomy: Optional[str] = None,
                   topic_model: Optional[str] = None, sentiment_model: Optional[str] = None,
-                  label_map: Optional[str] = None, max_tokens: int = 256, max_batch_tokens: int = 8192,
+                  label_map: Optional[str] = None, max_tokens: int = 128, max_batch_tokens: int = 8192,
                   torch_threads: Optional[int] = None, cache_dir: Optional[str] = None,
                   quantize: Optional[str] = None) -> Labeller:
     """Build a :class:`Labeller` from addresses (local paths, gs://, hub ids).

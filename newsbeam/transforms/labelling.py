@@ -36,7 +36,7 @@ class LabellerConfig:
     topic_model: Optional[str] = None
     sentiment_model: Optional[str] = None
     label_map: Optional[str] = None
-    max_tokens: int = 256
+    max_tokens: int = 128
     max_batch_tokens: int = 8192
     torch_threads: Optional[int] = None
     cache_dir: Optional[str] = None
