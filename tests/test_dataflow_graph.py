@@ -19,6 +19,7 @@ from apache_beam.runners.dataflow.internal import apiclient
 
 from newsbeam.pipeline.cli import main
 from newsbeam.pipeline.graph import build
+from newsbeam.pipeline.flex_template import as_flags
 from newsbeam.pipeline.options import NewsOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,11 +146,19 @@ def test_flex_template_parameters_are_real_options():
             re.compile(regex)
     partition_regex = next(p for p in metadata["parameters"] if p["name"] == "partition_keys")["regexes"][0]
     assert re.match(partition_regex, "dt,lang") and not re.match(partition_regex, "dt,../x")
-    # Every value-taking parameter parses as --name=value (switches are rewritten by the launcher's main.py).
+    # Every parameter parses as --name=value once the launcher has rewritten the switches.
     examples = {"output": "gs://b/out", "partition_keys": "dt,lang", "max_rows_per_file": "10", "fetch_timeout": "2",
                 "max_feed_bytes": "10", "poll_interval": "5", "window_seconds": "60", "allowed_lateness": "0",
                 "dedup_ttl": "60", "max_duration": "30", "min_language_confidence": "0.4", "max_tokens": "64",
                 "max_batch_tokens": "512", "torch_threads": "1"}
-    argv = [f"--{name}={examples.get(name, 'gs://b/x')}" for name in names if name not in ("streaming", "full_refresh", "skip_labels")]
-    news = PipelineOptions(argv).view_as(NewsOptions)
+    switches = {"streaming": "true", "full_refresh": "false", "skip_labels": "true"}
+    argv = [f"--{name}={switches.get(name) or examples.get(name, 'gs://b/x')}" for name in names]
+    news = PipelineOptions(list(as_flags(argv))).view_as(NewsOptions)
     assert news.output == "gs://b/out" and news.partition_keys == ["dt", "lang"] and news.max_tokens == 64
+    if "skip_labels" in names:
+        assert news.skip_labels is True and news.full_refresh is False
+
+
+def test_flex_template_switches_take_true_and_false():
+    assert list(as_flags(["--streaming=true", "--skip_labels=false", "--full_text=1", "--output=gs://b/o"])) == [
+        "--streaming", "--full_text", "--output=gs://b/o"]
