@@ -162,7 +162,8 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         return EXIT_NOTHING_READ
     output = news.output.rstrip("/")
     print(f"data: {output}/")
-    print(f"query: newsbeam query --data {output} \"SELECT dt, lang, topic, sentiment, title FROM articles LIMIT 20\"")
+    command = sys.argv[0] if os.path.basename(sys.argv[0]) == "newsbeam" else "newsbeam"
+    print(f"query: {command} query --data {output} \"SELECT dt, lang, topic, sentiment, title FROM articles LIMIT 20\"")
     print(f"   or: duckdb -c \"SELECT dt, lang, topic, sentiment, title FROM read_parquet('{output}/*=*/**/*.parquet', "
           f"hive_partitioning=true, union_by_name=true) LIMIT 20\"")
     return EXIT_OK
