@@ -38,3 +38,18 @@ def test_int8_option_labels_with_quantized_weights_and_says_so(tmp_path):
     rows = read_rows(output, "topic, sentiment, model")
     assert len(rows) == 4 and all(r["topic"] and r["sentiment"] for r in rows)
     assert all("+int8+" in r["model"] for r in rows)
+
+
+def test_local_worker_processes_share_the_cores_between_them():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from newsbeam.pipeline.options import NewsOptions
+    from newsbeam.transforms.labelling import LabellerConfig
+
+    def threads(*flags):
+        return LabellerConfig.from_options(PipelineOptions(list(flags)).view_as(NewsOptions)).torch_threads
+
+    cores = __import__("os").cpu_count()
+    assert threads() is None  # one process: torch's own default
+    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2") == max(1, cores // 2)
+    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2", "--torch_threads=3") == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -45,13 +46,31 @@ class LabellerConfig:
     @classmethod
     def from_options(cls, news) -> "LabellerConfig":
         """From NewsOptions: the flags carry the same names (--model_cache is cache_dir)."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "cache_dir"]
-        return cls(cache_dir=news.model_cache, **{name: getattr(news, name) for name in names})
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("cache_dir", "torch_threads")]
+        return cls(cache_dir=news.model_cache, torch_threads=default_torch_threads(news),
+                   **{name: getattr(news, name) for name in names})
 
     def load(self):
         from newsbeam.model.labeller import load_labeller
 
         return load_labeller(**dataclasses.asdict(self))
+
+
+def default_torch_threads(news) -> Optional[int]:
+    """--torch_threads, else cores shared out among local worker processes.
+
+    Several local worker processes each running torch on every core fight
+    over the CPU; one process keeps torch's own default.
+    """
+    if news.torch_threads is not None:
+        return news.torch_threads
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = news.view_as(DirectOptions)
+    workers = direct.direct_num_workers or 1
+    if direct.direct_running_mode == "multi_processing" and workers > 1:
+        return max(1, (os.cpu_count() or 1) // workers)
+    return None
 
 
 def labelling_text(article: Article) -> str:
