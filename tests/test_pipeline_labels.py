@@ -53,3 +53,13 @@ def test_local_worker_processes_share_the_cores_between_them():
     assert threads() is None  # one process: torch's own default
     assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2") == max(1, cores // 2)
     assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2", "--torch_threads=3") == 3
+
+
+def test_labels_under_multi_processing_workers(tmp_path):
+    """The model handler pickles to worker processes and loads there, as on Dataflow."""
+    output = tmp_path / "out"
+    assert run_cli("--output", str(output), "--direct_running_mode=multi_processing",
+                   "--direct_num_workers=2") == 0
+    rows = read_rows(output, "topic, sentiment, model")
+    assert len(rows) >= 10 and all(r["topic"] and r["sentiment"] and r["model"] for r in rows)
+    assert_accounting(only_manifest(output))
