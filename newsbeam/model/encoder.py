@@ -200,6 +200,9 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
     sets torch's intra-op thread count, which is process-wide.
     """
     from transformers import AutoModel, AutoTokenizer, BertModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per worker process is noise in a pipeline log
 
     if torch_threads is not None:
         if torch_threads < 1:
