@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import logging
 import os
-import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -22,8 +21,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from newsbeam.faults import crash_point
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ, EXIT_LOCKED = 0, 1, 2, 3, 4
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-SECRET_WORDS = ("token", "secret", "password", "credential", "key", "auth")
 LOGGER = logging.getLogger("newsbeam")
 
 
@@ -50,7 +47,7 @@ def run_help_parser() -> argparse.ArgumentParser:
 
 def public_options(options: PipelineOptions) -> dict:
     """Options for the manifest: secret-looking options dropped, URLs redacted."""
-    from newsbeam.transforms.normalise import redact_url
+    from newsbeam.transforms.normalise import is_secret_name, redact_url
 
     def clean(value):
         if isinstance(value, str):
@@ -62,12 +59,12 @@ def public_options(options: PipelineOptions) -> dict:
     return {
         key: clean(value)
         for key, value in options.get_all_options(drop_default=True).items()
-        if not any(word in key.lower() for word in SECRET_WORDS)
+        if not is_secret_name(key)
     }
 
 
 def run_pipeline(argv: Sequence[str]) -> int:
-    from newsbeam.pipeline.graph import new_run_id
+    from newsbeam.pipeline.graph import RUN_ID_RE, new_run_id
     from newsbeam.pipeline.options import NewsOptions
 
     if any(flag in ("-h", "--help") for flag in argv):

@@ -22,6 +22,7 @@ from newsbeam.transforms.normalise import NormaliseEntries
 from newsbeam.transforms.sink import WriteArticles, WriteDeadLetters
 
 DEAD_LETTER = "dead_letter"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # run ids name files and folders
 
 
 def new_run_id(now: Optional[dt.datetime] = None) -> str:
@@ -91,7 +92,7 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         raise ValueError("--output is required (a local folder or gs:// path)")
     streaming = bool(options.view_as(StandardOptions).streaming)
     run_id = run_id or news.run_id or new_run_id()
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", run_id):
+    if not RUN_ID_RE.match(run_id):
         raise ValueError(f"run id {run_id!r} may only use letters, digits, '_', '.' and '-' (it names files)")
     news.run_id = run_id
     pipeline = pipeline if pipeline is not None else make_pipeline(options)

@@ -34,11 +34,11 @@ from urllib3.util import connection as urllib3_connection
 
 from newsbeam import __version__
 
-from newsbeam.transforms.normalise import redact_url
+from newsbeam.transforms.normalise import SECRET_WORDS, redact_url
 
 LOGGER = logging.getLogger(__name__)
 SECRET_IN_TEXT_RE = re.compile(
-    r"((?:[\w-]*(?:token|key|secret|passw|auth|sig|session|credential)[\w-]*)=)[^&\s\"']+", re.IGNORECASE
+    r"((?:[\w-]*(?:" + "|".join(SECRET_WORDS) + r")[\w-]*)=)[^&\s\"']+", re.IGNORECASE
 )
 
 

@@ -189,7 +189,13 @@ def canonical_url(url: Optional[str]) -> Optional[str]:
     return urlunsplit((scheme, host, path, urlencode(sorted(query), doseq=True), ""))
 
 
-SECRET_PARAM_RE = re.compile(r"token|key|secret|passw|auth|sig|session|credential", re.IGNORECASE)
+# Words that mark a name (query parameter, option) as holding a secret.
+SECRET_WORDS = ("token", "key", "secret", "passw", "auth", "sig", "session", "credential")
+SECRET_PARAM_RE = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_PARAM_RE.search(name))
 
 
 def redact_url(url: Optional[str]) -> Optional[str]:
@@ -205,9 +211,9 @@ def redact_url(url: Optional[str]) -> Optional[str]:
         query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return "<unparseable url>"
-    if netloc == parts.netloc and not any(SECRET_PARAM_RE.search(k) for k, _ in query):
+    if netloc == parts.netloc and not any(is_secret_name(k) for k, _ in query):
         return url
-    cleaned = [(k, "REDACTED" if SECRET_PARAM_RE.search(k) else v) for k, v in query]
+    cleaned = [(k, "REDACTED" if is_secret_name(k) else v) for k, v in query]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(cleaned), parts.fragment))
 
 
