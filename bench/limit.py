@@ -8,7 +8,9 @@ model can label these articles on this machine.
 """
 from __future__ import annotations
 
+import copy
 import time
+from contextlib import contextmanager
 from typing import Sequence
 
 
@@ -40,3 +42,20 @@ def measure_limit(labeller, texts: Sequence[str], *, repeats: int = 1) -> dict:
         "max_batch_tokens": encoder.max_batch_tokens,
         "layers": list(layers),
     }
+
+
+@contextmanager
+def int8_encoder(labeller):
+    """The labeller's encoder running a calibrated int8 copy of its model
+    (exactly what ``--quantize int8`` loads); the fp32 model is back afterwards."""
+    from newsbeam.model.encoder import quantize_encoder
+
+    encoder = labeller.encoder
+    fp32_model = encoder.model
+    encoder.model = copy.deepcopy(fp32_model)
+    try:
+        quantize_encoder(encoder, "int8")
+        yield encoder.model
+    finally:
+        encoder.model = fp32_model
+        encoder.quantized = False

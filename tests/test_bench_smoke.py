@@ -110,8 +110,7 @@ def random_heads(tmp_path_factory):
 
 @pytest.mark.timeout(300)
 def test_limit_int8_and_naive_label_the_same_articles(tmp_path, random_heads):
-    from newsbeam.model.encoder import quantized
-    from limit import measure_limit
+    from limit import int8_encoder, measure_limit
     from naive import NaiveLabeller, naive_run
     from newsbeam.model.embedded import ensure_embedded_model
     from newsbeam.model.heads import load_heads
@@ -124,9 +123,12 @@ def test_limit_int8_and_naive_label_the_same_articles(tmp_path, random_heads):
     assert limit["articles"] == 5 and limit["tokens"] == 5 * 32 and limit["layers"] == [6, 12]
 
     fp32_model = labeller.encoder.model
-    labeller.encoder.model = quantized(fp32_model, "int8")
-    assert any("quantized" in type(module).__module__ for module in labeller.encoder.model.modules())
-    int8_labels = labeller.label_texts(texts)
+    with int8_encoder(labeller) as int8_model:
+        assert labeller.encoder.model is int8_model is not fp32_model
+        assert any("quantized" in type(module).__module__ for module in int8_model.modules())
+        int8_labels = labeller.label_texts(texts)
+    assert labeller.encoder.model is fp32_model
+    assert not any("quantized" in type(module).__module__ for module in fp32_model.modules())
     assert all(label.topic in labeller.taxonomy.ids_for("topic") for label in int8_labels)
 
     corpus.write_corpus(articles[:2], tmp_path / "naive_in")

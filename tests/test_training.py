@@ -204,3 +204,21 @@ def test_own_written_examples_cover_the_subjects_public_sets_lack():
         assert counts.get(subject, 0) >= 20, subject
     languages = set(rows.languages)
     assert {"ar", "en", "fr"} <= languages
+
+
+def test_int8_uses_the_peaks_train_heads_recorded_else_calibrates_at_load(trained_heads, tiny_encoder_path):
+    from newsbeam.model.labeller import load_labeller
+
+    head_set = load_heads(str(trained_heads))
+    document = json.loads((trained_heads / "heads.json").read_text())
+    assert document["int8_calibration"]["texts"] == 2 * training.INT8_CALIBRATION_PER_FILE  # 2 files
+    assert any(name.endswith("intermediate.dense") for name in head_set.int8_peaks)
+
+    with_peaks = load_labeller(encoder=tiny_encoder_path, heads=str(trained_heads), max_tokens=32, quantize="int8")
+    sport = toy_sentences(SPORT_WORDS, 10, 95)
+    assert [label.topic for label in with_peaks.label_texts(sport)] == ["sport"] * 10
+    # the shipped heads belong to another encoder: their peaks don't apply, so it calibrates itself
+    calibrated_here = load_labeller(encoder=tiny_encoder_path, max_tokens=32, quantize="int8")
+    # the tiny model has 3 layers, so all its FFN outputs are among the 4 kept in fp32
+    assert len(calibrated_here.encoder.model.int8_kept_fp32) == 3
+    assert "+int8" in calibrated_here.model_id

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -190,31 +190,34 @@ def copy_remote_folder(url: str, cache_dir: Optional[str | os.PathLike] = None) 
 
 
 def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str | os.PathLike] = None,
-                 torch_threads: Optional[int] = None, quantize: Optional[str] = None) -> Encoder:
+                 torch_threads: Optional[int] = None, quantize: Optional[str] = None,
+                 int8_peaks: Optional[Mapping[str, np.ndarray]] = None) -> Encoder:
     """Load an :class:`Encoder`.
 
     ``None`` gives the embedded multilingual-e5-small (converted on first use
     into ``cache_dir``); otherwise a hub id, a local folder, or a remote folder
     (``gs://bucket/model/``) which is first copied to the local cache. Only
     safetensors weights and no remote code are ever loaded. ``torch_threads``
-    sets torch's intra-op thread count, which is process-wide.
+    sets torch's intra-op thread count, which is process-wide. ``quantize``
+    and ``int8_peaks``: see :func:`quantize_encoder`.
     """
-    from transformers import AutoModel, AutoTokenizer, BertModel
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # a bar per worker process is noise in a pipeline log
-
     if torch_threads is not None:
         if torch_threads < 1:
             raise ValueError(f"torch_threads must be positive, got {torch_threads}")
         torch.set_num_threads(torch_threads)
     if name_or_path is None:
+        from newsbeam.model.bert import load_bert
+        from newsbeam.model.tokenizer import FastTokenizer
+
+        # without transformers: it would add ~2 s to every worker's startup (docs/bench.md)
         folder = ensure_embedded_model(cache_dir)
-        # the checkpoint has no pooler (e5 mean-pools), so none is built
-        model = BertModel.from_pretrained(folder, use_safetensors=True, add_pooling_layer=False,
-                                          dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        return _marked(Encoder(quantized(model, quantize), tokenizer, EMBEDDED_MODEL_ID), quantize)
+        return quantize_encoder(Encoder(load_bert(folder), FastTokenizer.from_folder(folder), EMBEDDED_MODEL_ID),
+                                quantize, int8_peaks)
+
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per worker process is noise in a pipeline log
 
     if is_remote_path(name_or_path):
         source = str(copy_remote_folder(name_or_path, cache_dir))
@@ -222,7 +225,7 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
         source = name_or_path.removeprefix("file://")
     model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    return _marked(Encoder(quantized(model, quantize), tokenizer, name_or_path), quantize)
+    return quantize_encoder(Encoder(model, tokenizer, name_or_path), quantize, int8_peaks)
 
 
 def _marked(encoder: "Encoder", quantize: Optional[str]) -> "Encoder":
@@ -231,18 +234,32 @@ def _marked(encoder: "Encoder", quantize: Optional[str]) -> "Encoder":
 
 
 QUANTIZE_CHOICES = ("none", "int8")
+CALIBRATION_MAX_TOKENS = 128
 
 
-def quantized(model, quantize: Optional[str]):
-    """The model with int8 weights (dynamic quantisation, per-channel) or as is.
+def quantize_encoder(encoder: "Encoder", quantize: Optional[str],
+                     int8_peaks: Optional[Mapping[str, np.ndarray]] = None) -> "Encoder":
+    """``encoder`` with its model's linear layers in int8 (in place), or as is.
 
-    Per-channel keeps label agreement with fp32 far higher than per-tensor;
-    it's an option, not the default: see the benchmark in the README.
+    int8 is smoothed and per-channel (:mod:`newsbeam.model.int8`), calibrated
+    with ``int8_peaks`` (recorded by ``train-heads`` on the training texts)
+    or, without them, on newsbeam's own written headlines at load time. It is
+    an option, not the default: see the benchmark in the README.
     """
     if quantize in (None, "none"):
-        return model
+        return _marked(encoder, quantize)
     if quantize != "int8":
         raise ValueError(f"unknown quantize mode {quantize!r}; expected one of {QUANTIZE_CHOICES}")
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    from newsbeam.model.int8 import calibrate_and_quantize, quantize_int8
 
-    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    if int8_peaks:
+        quantize_int8(encoder.model, {name: torch.from_numpy(np.asarray(peak, dtype=np.float32))
+                                      for name, peak in int8_peaks.items()})
+    else:
+        calibrate_and_quantize(encoder.model, lambda texts: encoder_peaks_pass(encoder, texts))
+    return _marked(encoder, quantize)
+
+
+def encoder_peaks_pass(encoder: "Encoder", texts: Sequence[str]) -> None:
+    """One forward pass over ``texts`` as the labeller reads them (for int8 calibration hooks)."""
+    encoder.pooled_layers(encoder.tokenize([PASSAGE_PREFIX + text for text in texts], CALIBRATION_MAX_TOKENS))

@@ -9,7 +9,8 @@ encoder for the union of the layers its heads read.
 On disk a head set is two files in one folder: ``heads.json`` (version,
 encoder id, token budget, and per task its labels, layers and shapes) and
 ``heads.safetensors`` (``<task>.mean``/``<task>.scale`` in float32, dense
-weights in float16). Nothing is unpickled. The folder may be local or remote
+weights in float16, and ``int8_peaks.<layer>`` in float16: the int8
+calibration of the encoder they were trained on). Nothing is unpickled. The folder may be local or remote
 (gs://...).
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ HEADS_WEIGHTS = "heads.safetensors"
 DEFAULT_HEADS_DIR = SEEDS_DIR / "heads"
 FORMAT_VERSION = 1
 TASKS = ("topic", "sentiment")
+INT8_PEAKS_PREFIX = "int8_peaks."
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +100,10 @@ class HeadSet:
     heads: Mapping[str, Head]
     prefix: str = "passage: "
     taxonomy_digest: Optional[str] = None
+    # per linear layer of the encoder, the peak |input| per channel on a sample
+    # of the training texts: what --quantize int8 calibrates with (newsbeam.model.int8)
+    int8_peaks: Optional[Mapping[str, np.ndarray]] = None
+    int8_calibration: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -130,6 +136,8 @@ def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
             "feature_width": head.feature_width,
             "metadata": dict(head.metadata),
         }
+    for name, peak in (head_set.int8_peaks or {}).items():
+        tensors[f"{INT8_PEAKS_PREFIX}{name}"] = np.ascontiguousarray(peak, dtype=np.float16)
     document = {
         "format": FORMAT_VERSION,
         "version": head_set.version,
@@ -138,6 +146,7 @@ def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
         "prefix": head_set.prefix,
         "taxonomy_sha256": head_set.taxonomy_digest,
         "tasks": tasks,
+        "int8_calibration": dict(head_set.int8_calibration) if head_set.int8_peaks else None,
     }
     (folder / HEADS_WEIGHTS).write_bytes(save_safetensors_bytes(tensors, metadata={"format": "np"}))
     (folder / HEADS_JSON).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -172,4 +181,7 @@ def load_heads(folder: Optional[str] = None) -> HeadSet:
         heads=heads,
         prefix=document.get("prefix", "passage: "),
         taxonomy_digest=document.get("taxonomy_sha256"),
+        int8_peaks={name[len(INT8_PEAKS_PREFIX):]: tensor.astype(np.float32) for name, tensor in tensors.items()
+                    if name.startswith(INT8_PEAKS_PREFIX)} or None,
+        int8_calibration=document.get("int8_calibration") or {},
     )

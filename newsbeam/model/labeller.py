@@ -282,14 +282,18 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
     shipped heads; ``taxonomy`` None the shipped IPTC top level. A topic or
     sentiment model replaces that task's head; ``label_map`` maps its labels.
     """
+    from newsbeam.model.embedded import EMBEDDED_MODEL_ID
     from newsbeam.model.encoder import load_encoder
 
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
-    loaded_encoder = load_encoder(encoder, cache_dir=cache_dir, torch_threads=torch_threads, quantize=quantize)
+    head_set = load_heads(heads)
+    # the heads' int8 calibration describes the encoder they were trained on only
+    peaks = head_set.int8_peaks if head_set.encoder_id == (encoder or EMBEDDED_MODEL_ID) else None
+    loaded_encoder = load_encoder(encoder, cache_dir=cache_dir, torch_threads=torch_threads, quantize=quantize,
+                                  int8_peaks=peaks)
     loaded_encoder.max_batch_tokens = max_batch_tokens
     loaded_taxonomy = load_taxonomy(taxonomy)
-    head_set = load_heads(heads)
     if heads is not None and head_set.encoder_id != loaded_encoder.model_id:
         raise ValueError(f"heads {heads} were trained on encoder {head_set.encoder_id!r}, "
                          f"not {loaded_encoder.model_id!r}; retrain them with newsbeam train-heads")

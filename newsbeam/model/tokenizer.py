@@ -167,3 +167,47 @@ def build_unigram_tokenizer(
         for token in (BOS_TOKEN, PAD_TOKEN, EOS_TOKEN, UNK_TOKEN, MASK_TOKEN)
     ])
     return tokenizer
+
+
+class FastTokenizer:
+    """The part of a transformers fast tokenizer that newsbeam uses, straight over
+    a `tokenizers` ``tokenizer.json``.
+
+    Loading the embedded tokenizer through ``AutoTokenizer`` means importing
+    transformers (about 1.5 s of every worker's startup) for what is a thin
+    layer over the same Rust tokenizer; this gives identical ids (tested).
+    Not thread-safe: truncation is tokenizer state, so callers serialise calls
+    (:class:`newsbeam.model.encoder.Encoder` holds a lock).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, model_max_length: int, pad_token: str = PAD_TOKEN,
+                 unk_token: str = UNK_TOKEN):
+        self._tokenizer = tokenizer
+        self._tokenizer.no_padding()
+        self.model_max_length = model_max_length
+        self.pad_token_id = tokenizer.token_to_id(pad_token)
+        self.unk_token_id = tokenizer.token_to_id(unk_token)
+
+    @classmethod
+    def from_folder(cls, folder) -> "FastTokenizer":
+        """``tokenizer.json`` + ``tokenizer_config.json`` as transformers writes them."""
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return cls(Tokenizer.from_file(str(folder / "tokenizer.json")),
+                   model_max_length=int(config.get("model_max_length") or 512),
+                   pad_token=config.get("pad_token") or PAD_TOKEN, unk_token=config.get("unk_token") or UNK_TOKEN)
+
+    def __call__(self, texts: Sequence[str], *, truncation: bool = True, max_length: int | None = None,
+                 add_special_tokens: bool = True) -> dict[str, list[list[int]]]:
+        if truncation and max_length:
+            self._tokenizer.enable_truncation(max_length)
+        else:
+            self._tokenizer.no_truncation()
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return {"input_ids": [encoding.ids for encoding in encodings]}
+
+    def batch_decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        return self._tokenizer.decode_batch([list(ids) for ids in sequences], skip_special_tokens=skip_special_tokens)

@@ -54,6 +54,7 @@ DEFAULT_HIDDEN = {"topic": 128, "sentiment": 128}
 DEFAULT_EPOCHS = {"topic": 30, "sentiment": 20}
 DEFAULT_SOURCE_POWER = 0.0
 MIN_MLP_STEPS = 300
+INT8_CALIBRATION_PER_FILE = 16
 
 
 @dataclass
@@ -317,8 +318,38 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
         LOGGER.info("%s head: %d rows, %d skipped, layers %s", task, len(rows.texts), rows.skipped, task_layers)
     if not heads:
         raise ValueError("no training data given for any task")
+    from newsbeam.model.encoder import CALIBRATION_MAX_TOKENS
+
+    calibration = int8_calibration_texts([spec for specs in data.values() for spec in specs])
+    peaks = int8_peaks(encoder, calibration)
     return HeadSet(version=version, encoder_id=encoder.model_id, max_tokens=max_tokens, heads=heads,
-                   prefix=PASSAGE_PREFIX, taxonomy_digest=taxonomy.digest)
+                   prefix=PASSAGE_PREFIX, taxonomy_digest=taxonomy.digest, int8_peaks=peaks,
+                   int8_calibration={"texts": len(calibration), "per_file": INT8_CALIBRATION_PER_FILE,
+                                     "max_tokens": CALIBRATION_MAX_TOKENS})
+
+
+def int8_calibration_texts(specs: Sequence[str], per_file: int = INT8_CALIBRATION_PER_FILE) -> list[str]:
+    """Up to ``per_file`` texts spread over each training file: tweets, sentences
+    and news alike, so every input channel's peak is seen (a channel whose
+    peak calibration misses turns into an outlier after smoothing)."""
+    texts: list[str] = []
+    for spec in specs:
+        pattern, _ = parse_source(spec)
+        for path in expand_pattern(pattern):
+            rows = read_labelled_jsonl(path).texts
+            step = max(1, len(rows) // per_file)
+            texts += rows[::step][:per_file]
+    return texts
+
+
+def int8_peaks(encoder, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Peak |input| per channel of every linear layer of ``encoder`` over ``texts``."""
+    from newsbeam.model.encoder import encoder_peaks_pass
+    from newsbeam.model.int8 import input_peaks
+
+    with torch.inference_mode():
+        peaks = input_peaks(encoder.model, lambda: encoder_peaks_pass(encoder, texts))
+    return {name: peak.float().numpy() for name, peak in sorted(peaks.items())}
 
 
 def _portable(spec: str) -> str:

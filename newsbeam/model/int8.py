@@ -1,0 +1,135 @@
+"""``--quantize int8``: int8 weights for the encoder's linear layers, calibrated.
+
+Plain dynamic quantisation of every ``nn.Linear`` (int8 weights per output
+channel, activations per tensor) is fast but loses about 5 sentiment macro-F1
+points on e5-small (docs/bench.md): a few input channels of some layers carry
+values 10-50x larger than the rest, so one per-tensor activation scale leaves
+the other channels a handful of int8 steps. Two measured fixes:
+
+* **Input smoothing** (SmoothQuant, Xiao et al. 2023): for each linear layer,
+  per input channel ``s = peak|x| ** alpha / peak|w| ** (1 - alpha)``; the
+  weight's columns are multiplied by ``s`` and the input divided by it, which
+  leaves the fp32 result unchanged and moves the outliers into the weights,
+  where per-channel int8 copes with them.
+* **The worst few FFN output projections stay fp32**: their input is the GELU
+  output of 1536 channels, the most outlier-heavy activation in BERT; the
+  ``keep_fp32`` layers with the largest peak/median ratio are left alone.
+
+Peaks come from one forward pass over a fixed multilingual calibration set:
+newsbeam's own written headlines and leads (``seeds/training``), so no
+downloaded data is needed and the result is the same on every worker.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Callable
+
+import torch
+from torch import nn
+
+from newsbeam.model.taxonomy import SEEDS_DIR
+
+CALIBRATION_FILE = SEEDS_DIR / "training" / "topic_newsbeam_written.jsonl"
+DEFAULT_CALIBRATION_TEXTS = 96
+DEFAULT_ALPHA = 0.8  # picked on the dev sets among 0.5-0.8 (docs/bench.md)
+DEFAULT_KEEP_FP32 = 4
+FFN_OUTPUT_SUFFIX = ".output.dense"  # BERT naming; attention.output.dense is the attention projection
+
+
+class InputScaled(nn.Module):
+    """``linear(x * inverse_scale)``: a linear layer whose input is divided per channel."""
+
+    def __init__(self, inverse_scale: torch.Tensor, linear: nn.Module):
+        super().__init__()
+        self.register_buffer("inverse_scale", inverse_scale)
+        self.linear = linear
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.linear(inputs * self.inverse_scale)
+
+
+def calibration_texts(limit: int = DEFAULT_CALIBRATION_TEXTS) -> list[str]:
+    """``limit`` headline + lead texts in 7 languages, the same on every call."""
+    from newsbeam.model.labeller import article_text
+
+    rows = [json.loads(line) for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    step = max(1, len(rows) // limit)  # spread over the file: it is grouped by topic
+    return [article_text(row.get("headline"), None, row.get("body")) for row in rows[::step]][:limit]
+
+
+def input_peaks(model: nn.Module, run_calibration: Callable[[], object]) -> dict[str, torch.Tensor]:
+    """Per input channel, the largest |value| each ``nn.Linear`` of ``model`` saw
+    while ``run_calibration()`` ran forward passes through it."""
+    peaks: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            def record(_module, inputs, _output, name=name):
+                values = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).abs().amax(dim=0)
+                peaks[name] = torch.maximum(peaks[name], values) if name in peaks else values
+            hooks.append(module.register_forward_hook(record))
+    try:
+        run_calibration()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not peaks:
+        raise ValueError("calibration ran no linear layer: nothing to quantise")
+    return peaks
+
+
+def outlier_ratio(peak: torch.Tensor) -> float:
+    return float(peak.max() / peak.median().clamp(min=1e-6))
+
+
+def layers_kept_fp32(peaks: dict[str, torch.Tensor], keep_fp32: int) -> tuple[str, ...]:
+    """The ``keep_fp32`` FFN output projections with the most extreme input outliers."""
+    ffn_outputs = [name for name in peaks if name.endswith(FFN_OUTPUT_SUFFIX) and "attention" not in name]
+    return tuple(sorted(ffn_outputs, key=lambda name: outlier_ratio(peaks[name]), reverse=True)[:keep_fp32])
+
+
+def smoothed(linear: nn.Linear, peak: torch.Tensor, alpha: float) -> InputScaled:
+    weight_peak = linear.weight.detach().abs().amax(dim=0).clamp(min=1e-5)
+    scale = peak.clamp(min=1e-5) ** alpha / weight_peak ** (1 - alpha)
+    scaled = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        scaled.weight.copy_(linear.weight * scale[None, :])
+        if linear.bias is not None:
+            scaled.bias.copy_(linear.bias)
+    return InputScaled(1.0 / scale, scaled)
+
+
+def quantize_int8(model: nn.Module, peaks: dict[str, torch.Tensor], *, alpha: float = DEFAULT_ALPHA,
+                  keep_fp32: int = DEFAULT_KEEP_FP32) -> nn.Module:
+    """``model`` with smoothed, per-channel int8 dynamic linear layers, except
+    those :func:`layers_kept_fp32` picks. Modifies ``model`` in place and returns it."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    kept = set(layers_kept_fp32(peaks, keep_fp32))
+    to_quantise: list[str] = []
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not isinstance(child, nn.Linear) or name in kept or name not in peaks:
+                continue
+            setattr(parent, child_name, smoothed(child, peaks[name], alpha))
+            to_quantise.append(f"{name}.linear")
+    quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in to_quantise},
+                     dtype=torch.qint8, inplace=True)
+    model.int8_kept_fp32 = tuple(sorted(kept))  # for the record (bench, tests)
+    return model
+
+
+def calibrate_and_quantize(model: nn.Module, run_texts: Callable[[Sequence[str]], object], *,
+                           texts: Sequence[str] | None = None, alpha: float = DEFAULT_ALPHA,
+                           keep_fp32: int = DEFAULT_KEEP_FP32) -> nn.Module:
+    """Calibrate on ``texts`` (default: :func:`calibration_texts`) through
+    ``run_texts`` (which must run ``model`` forward on them), then
+    :func:`quantize_int8` ``model`` in place."""
+    chosen = list(texts) if texts is not None else calibration_texts()
+    with torch.inference_mode():
+        peaks = input_peaks(model, lambda: run_texts(chosen))
+    return quantize_int8(model, peaks, alpha=alpha, keep_fp32=keep_fp32)
