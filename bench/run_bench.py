@@ -402,8 +402,8 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **naive** (`bench/naive.py`): feedparser + json, then per article py3langid, one encoder pass for the topic head
   and another for the sentiment head, each padded to 512 tokens, batch of one; `pandas.DataFrame.to_parquet(
   partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
-- **int8** (`newsbeam run --quantize int8`, `newsbeam/model/int8.py`): calibrated on newsbeam's own written
-  headlines (96 texts, 7 languages), SmoothQuant input scaling (alpha 0.8), then `quantize_dynamic` with
+- **int8** (`newsbeam run --quantize int8`, `newsbeam/model/int8.py`): calibrated with the peaks shipped in the
+  heads (432 training texts, recorded by `train-heads`), SmoothQuant input scaling (alpha 0.8), then `quantize_dynamic` with
   `per_channel_dynamic_qconfig` of every `nn.Linear` except the 4 FFN output projections with the worst input
   outliers, which stay fp32;
   speed-up of the encoder (same texts as the limit) and of a whole newsbeam run; agreement of topic and sentiment
