@@ -109,10 +109,12 @@ def versions() -> dict[str, str]:
 
     found = {"newsbeam": __version__, "python": platform.python_version(), "apache_beam": apache_beam.__version__,
              "pyarrow": pyarrow.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+
     for name in ("torch", "transformers", "feedparser"):
-        try:
-            found[name] = __import__(name).__version__
-        except Exception:  # a missing optional library is simply not listed
+        try:  # from the installed metadata: importing transformers just to ask costs half a second
+            found[name] = version(name)
+        except PackageNotFoundError:  # a missing optional library is simply not listed
             pass
     return found
 
