@@ -13,7 +13,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import assert_that, equal_to
 
 from newsbeam.records import Article, RawEntry
 from newsbeam.transforms.http import FetchPolicy
@@ -34,7 +34,7 @@ from newsbeam.transforms.pages import (
     page_user_agent,
 )
 from newsbeam.transforms.robots import MISSING, PARSED, UNREACHABLE, RobotsCache
-from tests.httpserver import RecordedRequest, Response
+from tests.httpserver import FixtureServer, RecordedRequest, Response
 
 PAGES = Path(__file__).resolve().parent / "fixtures" / "pages"
 HTML = {"Content-Type": "text/html; charset=utf-8"}
@@ -441,6 +441,35 @@ def test_fetch_full_text_in_a_beam_pipeline(http_server):
     counters = {counter.key.metric.name: counter.committed
                 for counter in result.metrics().query(MetricsFilter().with_namespace("newsbeam"))["counters"]}
     assert counters == {"pages_fetched": 3, "pages_used": 3, "pages_failed": 1, "pages_skipped_robots": 1}
+
+
+def test_hosts_are_fetched_side_by_side_each_at_its_own_rate():
+    """Three hosts, three pages each, 2 requests/s per host: each host's
+    requests stay 0.5 s apart, and the hosts overlap instead of queueing."""
+    servers = [FixtureServer() for _ in range(3)]
+    try:
+        inputs = []
+        for server in servers:
+            urls = serve_articles(server)
+            inputs += [article(urls[name], *TEASERS[name]) for name in ("english", "french", "arabic")]
+        pipeline = beam.Pipeline(runner=FnApiRunner())
+        outputs = (pipeline
+                   | "Articles" >> beam.Create(inputs)
+                   | "FetchFullText" >> FetchFullText(LOOPBACK, concurrency_per_host=1, rate_per_host=2.0))
+        assert_that(outputs | beam.Map(lambda a: (a.url, a.body_source)),
+                    equal_to([(item.url, "page") for item in inputs]))
+        pipeline.run().wait_until_finish()
+        spans = []
+        for server in servers:
+            times = sorted(request.time for request in page_requests(server))
+            assert len(times) == 3
+            assert all(later - earlier >= 0.45 for earlier, later in zip(times, times[1:]))  # polite per host
+            spans.append((times[0], times[-1]))
+        # every host started before any host finished: they ran side by side
+        assert max(first for first, _ in spans) < min(last for _, last in spans)
+    finally:
+        for server in servers:
+            server.close()
 
 
 def test_measure_extraction_reports_a_cost_per_page():

@@ -17,9 +17,10 @@ Politeness, per host (``host[:port]``):
   address guard are the run's :class:`FetchPolicy`, as for feeds.
 
 Where the limits hold: articles are keyed by host and batched
-(``GroupIntoBatches``), and a runner processes one key on one worker at a
-time, so a host's batches are normally fetched one after another. The limiter
-itself is shared by every thread of a worker process. If a runner does spread
+(``GroupIntoBatches``); one worker fetches up to :data:`MAX_HOSTS_IN_FLIGHT`
+batches side by side (different hosts don't wait for each other), and the
+per-host limiter is shared by every thread of the worker process, so two
+batches of one host still share its limits. If a runner does spread
 one host's batches over several worker processes (rebalancing, many workers
 and few hosts), each process keeps its own limits, so the host may see up to
 that many times the rate.
@@ -35,6 +36,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from newsbeam import __version__
 from newsbeam.records import Article
@@ -56,6 +59,7 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY_PER_HOST = 2
 DEFAULT_RATE_PER_HOST = 1.0  # requests per second
 DEFAULT_BATCH_SIZE = 50
+MAX_HOSTS_IN_FLIGHT = 16  # host batches fetched at once by one DoFn instance
 # A site asking for more than this between requests is skipped for the run:
 # honouring it would stall the pipeline for hours on one host.
 MAX_CRAWL_DELAY_S = 30.0
@@ -397,15 +401,41 @@ class _FetchFullTextFn(beam.DoFn):
     def setup(self):
         self.pages = PageFetcher(self.policy, concurrency_per_host=self.concurrency_per_host,
                                  rate_per_host=self.rate_per_host, user_agent=self.user_agent)
+        # Host batches run side by side: each host's limiter keeps it polite on
+        # its own, so 50 hosts at 1 request/s take 1/50 of the time one after
+        # another would, and one slow host no longer holds up the others.
+        self.host_pool = ThreadPoolExecutor(max_workers=MAX_HOSTS_IN_FLIGHT, thread_name_prefix="newsbeam-host")
 
     def teardown(self):
         pages = getattr(self, "pages", None)
         if pages is not None:
             pages.close()
+        pool = getattr(self, "host_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def process(self, host_batch: tuple[str, Iterable[Article]]):
+    def start_bundle(self):
+        self.in_flight: deque = deque()
+
+    def process(self, host_batch: tuple[str, Iterable[Article]], timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
         _host, articles = host_batch
-        for result in self.pages.fetch_all(articles):
+        articles = list(articles)
+        self.in_flight.append((self.host_pool.submit(lambda: list(self.pages.fetch_all(articles))),
+                               timestamp, window))
+        # bounded: beyond this many waiting batches, finish the oldest first
+        while len(self.in_flight) > 2 * MAX_HOSTS_IN_FLIGHT or (self.in_flight and self.in_flight[0][0].done()):
+            yield from self._emit_oldest()
+
+    def finish_bundle(self):
+        while self.in_flight:
+            yield from self._emit_oldest()
+
+    def _emit_oldest(self):
+        # Counters are updated here, on the bundle's thread: Beam's metric
+        # containers are per thread, so increments in the pool would be lost.
+        future, timestamp, window = self.in_flight.popleft()
+        for result in future.result():
             if result.fetched:
                 self.pages_fetched.inc()
             if result.outcome == FAILED:
@@ -414,7 +444,8 @@ class _FetchFullTextFn(beam.DoFn):
                 self.pages_used.inc()
             elif result.outcome == SKIPPED_ROBOTS:
                 self.pages_skipped_robots.inc()
-            yield result.article
+            # each article keeps the window and timestamp of the batch it came in
+            yield WindowedValue(result.article, timestamp, (window,))
 
 
 class FetchFullText(beam.PTransform):
