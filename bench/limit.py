@@ -54,7 +54,7 @@ def int8_encoder(labeller):
     fp32_model = encoder.model
     encoder.model = copy.deepcopy(fp32_model)
     try:
-        quantize_encoder(encoder, "int8")
+        quantize_encoder(encoder, "int8", labeller.head_set.int8_peaks if labeller.head_set else None)
         yield encoder.model
     finally:
         encoder.model = fp32_model

@@ -148,3 +148,19 @@ def test_markdown_reports_missing_steps_instead_of_numbers():
     assert "Test CPU, 2 cores" in markdown
     assert "not measured: --skip_full_text" in markdown
     assert "- naive: RuntimeError: boom" in markdown
+
+
+def test_bench_int8_uses_the_peaks_the_run_uses():
+    """The bench's in-process int8 must be what `newsbeam run --quantize int8` loads."""
+    from limit import int8_encoder
+    from newsbeam.model.labeller import load_labeller
+
+    texts = corpus.labelling_texts(corpus.generate_articles(8, seed=5))
+    run_labeller = load_labeller(quantize="int8")
+    bench_labeller = load_labeller()
+    with int8_encoder(bench_labeller):
+        bench_ids = bench_labeller.encoder.pooled_layers(bench_labeller.token_ids(texts), (12,))
+        kept = bench_labeller.encoder.model.int8_kept_fp32
+    run_ids = run_labeller.encoder.pooled_layers(run_labeller.token_ids(texts), (12,))
+    assert kept == run_labeller.encoder.model.int8_kept_fp32
+    assert np.allclose(bench_ids, run_ids, atol=1e-5)

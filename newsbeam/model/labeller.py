@@ -160,6 +160,7 @@ class Labeller:
         self.prefix = prefix
         self.classifiers = {"topic": topic_classifier, "sentiment": sentiment_classifier}
         self.heads: dict[str, Head] = {}
+        self.head_set = heads
         self.zero_shot: dict[str, ZeroShotScorer] = {}
         heads_usable = heads is not None and heads.encoder_id == encoder.model_id
         if heads is not None and not heads_usable:
