@@ -79,16 +79,25 @@ def test_a_second_run_on_a_locked_state_refuses_with_a_clear_message(tmp_path, c
     StateLock(str(state)).acquire().release()  # free again once the holder is done
 
 
-def test_two_runs_started_at_once_one_proceeds_one_refuses(tmp_path):
+def test_two_runs_started_at_once_one_proceeds_one_refuses(tmp_path, http_server):
+    """The second run starts while the first is mid-run for sure: the first is
+    held up by a slow feed, and the second starts once that feed was asked for."""
     inputs = _write_inputs(tmp_path, 30)
+    slow_feed = http_server.route("/slow.xml", Response(body=rss(english_items("slow", 3)), delay_before=8.0))
     output, state = tmp_path / "out", tmp_path / "state"
-    command = _cli_command(output, state, inputs)
+    command = _cli_command(output, state, inputs) + ["--feeds", slow_feed, "--allow_private_addresses"]
     first = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not http_server.requests_to("/slow.xml") and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http_server.requests_to("/slow.xml"), "the first run never fetched its feed"
     second = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    codes = sorted([first.wait(timeout=120), second.wait(timeout=120)])
-    assert codes == [0, 4]
+    second_code = second.wait(timeout=120)
+    assert second_code == 4, second.stderr.read().decode()[-2000:]
+    assert first.wait(timeout=120) == 0
+    assert len(http_server.requests_to("/slow.xml")) == 1  # the refused run fetched nothing
     rows = read_rows(output, "article_id")
-    assert len(rows) == len({r["article_id"] for r in rows}) == 30
+    assert len(rows) == len({r["article_id"] for r in rows}) == 33
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
