@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from corpus import generate_articles, labelling_texts, write_corpus  # noqa: E402
-from measure import ChildRun, bench_env, python_argv, run_child  # noqa: E402
+from measure import ChildRun, python_argv, run_child  # noqa: E402
 
 RESULTS = BENCH / "results" / "latest.json"
 DOCS = REPO / "docs" / "bench.md"

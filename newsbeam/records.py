@@ -6,7 +6,7 @@ into Arrow rows, so every stage can be unit-tested without Beam or Parquet.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 

@@ -19,7 +19,6 @@ from newsbeam.pipeline.compact import (
     LOCK_NAME,
     CompactionLocked,
     compact_dataset,
-    exchange_folders,
     find_leaf_folders,
     parse_partition,
     rows_per_output_file,

@@ -1,7 +1,6 @@
 """The Parquet sink: every row arrives, partitions are safe, nothing partial shows."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import apache_beam as beam

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.httpserver import FixtureServer, Response
+from tests.httpserver import Response
 from tests.pipeline_helpers import assert_accounting, english_items, only_manifest, read_rows, rss, run_cli
 
 FAST = ["--skip_labels"]
