@@ -115,3 +115,41 @@ def test_unwritable_output_fails_the_pipeline(tmp_path):
     with pytest.raises(Exception):
         run_sink([make_article(1)], blocked / "out")
     assert blocked.read_text() == "a file where a folder should be"
+
+
+def test_rows_stream_into_files_and_sorted_row_groups_without_being_listed(tmp_path):
+    """A partition's rows arrive as a one-shot iterator: files of at most
+    max_rows_per_file, row groups of ROW_GROUP_ROWS, each group sorted."""
+    from newsbeam.schema import article_to_row
+    from newsbeam.transforms.sink import ROW_GROUP_ROWS, _WriteTempFilesFn
+    from tests.datasets import sample_articles
+
+    articles = sample_articles(per_day=30, days=1)
+    template = article_to_row(articles[0], "run-1")
+    total = 2 * ROW_GROUP_ROWS + 300
+    ids = [f"{(n * 7919) % total:08d}" for n in range(total)]  # unsorted, all distinct
+    taken = []
+
+    def rows():
+        for article_id in ids:
+            taken.append(article_id)
+            yield {**template, "article_id": article_id}
+
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
+
+    writer = _WriteTempFilesFn(str(tmp_path), "run-1", FILE_SCHEMA, max_rows_per_file=ROW_GROUP_ROWS + 500)
+    files = writer.process(("dt=2024-05-01/lang=en", rows()), window=GlobalWindow(), pane=PANE_INFO_UNKNOWN)
+    written = [next(files)]
+    assert len(taken) == ROW_GROUP_ROWS + 500  # the first file was written before the rest was read
+    written += list(files)
+    assert [file.rows for file in written] == [ROW_GROUP_ROWS + 500, ROW_GROUP_ROWS - 200]
+    seen = []
+    for file in written:
+        parquet = pq.ParquetFile(file.temp_path)
+        assert parquet.metadata.num_rows == file.rows
+        for group in range(parquet.num_row_groups):
+            group_ids = parquet.read_row_group(group, columns=["article_id"]).column(0).to_pylist()
+            assert len(group_ids) <= ROW_GROUP_ROWS and group_ids == sorted(group_ids)
+            seen += group_ids
+    assert sorted(seen) == sorted(ids)

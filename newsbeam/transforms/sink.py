@@ -13,6 +13,7 @@ final rename fails on the missing folder and the rows are lost with exit 0.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import uuid
@@ -36,7 +37,7 @@ TMP_DIR = "_tmp"
 ERRORS_DIR = "_errors"
 RUNS_DIR = "_runs"
 DEFAULT_MAX_ROWS_PER_FILE = 50_000
-ROW_GROUP_ROWS = 5_000
+ROW_GROUP_ROWS = 1_000  # about 10 MB of news rows: what one writer holds in memory
 COMPRESSION = "zstd"
 SUPPORTED_PARTITION_KEYS = ("dt", "lang", "month", "year", "source_host")
 SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
@@ -100,14 +101,24 @@ class WrittenFile:
     rows: int
 
 
-def write_parquet(path: str, schema: pa.Schema, rows: Sequence[dict]) -> None:
+def write_parquet(path: str, schema: pa.Schema, rows: Iterable[dict]) -> int:
+    """Write ``rows`` (any iterable, read once) to one Parquet file; returns how many.
+
+    Rows are taken a row group at a time, so a writer holds one group in
+    memory, not the file; each group is sorted by article_id.
+    """
     stream = FileSystems.create(path)
+    written = 0
     try:
         with pq.ParquetWriter(stream, schema, compression=COMPRESSION) as writer:
-            for start in range(0, len(rows), ROW_GROUP_ROWS):
-                writer.write_table(pa.Table.from_pylist(list(rows[start : start + ROW_GROUP_ROWS]), schema=schema))
+            iterator = iter(rows)
+            while group := list(itertools.islice(iterator, ROW_GROUP_ROWS)):
+                group.sort(key=lambda row: row.get("article_id") or "")
+                writer.write_table(pa.Table.from_pylist(group, schema=schema))
+                written += len(group)
     finally:
         stream.close()
+    return written
 
 
 class _WriteTempFilesFn(beam.DoFn):
@@ -120,16 +131,21 @@ class _WriteTempFilesFn(beam.DoFn):
         self.max_rows_per_file = max_rows_per_file
 
     def process(self, keyed_rows, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        # The partition's rows are streamed into files, never listed whole:
+        # one partition of one run can be larger than a worker's memory.
         partition, rows = keyed_rows
-        rows = sorted(rows, key=lambda row: row.get("article_id") or "")
         window_tag = _window_tag(window, pane)
-        for number, start in enumerate(range(0, len(rows), self.max_rows_per_file)):
-            chunk = rows[start : start + self.max_rows_per_file]
+        remaining = iter(rows)
+        for number in itertools.count():
+            first = next(remaining, None)
+            if first is None:
+                return
+            file_rows = itertools.islice(itertools.chain((first,), remaining), self.max_rows_per_file)
             temp_path = join_path(self.output, TMP_DIR, self.run_id, f"{uuid.uuid4().hex}.parquet.inprogress")
-            write_parquet(temp_path, self.schema, chunk)
+            count = write_parquet(temp_path, self.schema, file_rows)
             crash_point("after_temp_file")
             name = f"part-{self.run_id}{window_tag}-{_short_hash(partition)}-{number:04d}.parquet"
-            yield WrittenFile(temp_path, join_path(self.output, partition, name), partition, len(chunk))
+            yield WrittenFile(temp_path, join_path(self.output, partition, name), partition, count)
 
 
 def _short_hash(text: str) -> str:
