@@ -288,11 +288,13 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                 source_power: float = DEFAULT_SOURCE_POWER, cache_dir: Optional[str | Path] = None) -> HeadSet:
     """Fit one head per task in ``data`` (task -> data source specs) on ``encoder``."""
     heads = {}
+    calibration: list[str] = []
     for task, specs in data.items():
         if not specs:
             continue
         labels = taxonomy.ids_for(task)
         rows = read_sources(specs, labels)
+        calibration += int8_calibration_texts(rows)
         if not rows.texts:
             raise ValueError(f"no usable {task} training rows in {list(specs)}")
         label_ids = np.array([labels.index(label) for label in rows.labels])
@@ -320,7 +322,6 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
         raise ValueError("no training data given for any task")
     from newsbeam.model.encoder import CALIBRATION_MAX_TOKENS
 
-    calibration = int8_calibration_texts([spec for specs in data.values() for spec in specs])
     peaks = int8_peaks(encoder, calibration)
     return HeadSet(version=version, encoder_id=encoder.model_id, max_tokens=max_tokens, heads=heads,
                    prefix=PASSAGE_PREFIX, taxonomy_digest=taxonomy.digest, int8_peaks=peaks,
@@ -328,17 +329,15 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                                      "max_tokens": CALIBRATION_MAX_TOKENS})
 
 
-def int8_calibration_texts(specs: Sequence[str], per_file: int = INT8_CALIBRATION_PER_FILE) -> list[str]:
-    """Up to ``per_file`` texts spread over each training file: tweets, sentences
-    and news alike, so every input channel's peak is seen (a channel whose
-    peak calibration misses turns into an outlier after smoothing)."""
+def int8_calibration_texts(rows: LabelledTexts, per_file: int = INT8_CALIBRATION_PER_FILE) -> list[str]:
+    """Up to ``per_file`` of ``rows``' texts spread over each training file:
+    tweets, sentences and news alike, so every input channel's peak is seen
+    (a channel whose peak calibration misses turns into an outlier after smoothing)."""
     texts: list[str] = []
-    for spec in specs:
-        pattern, _ = parse_source(spec)
-        for path in expand_pattern(pattern):
-            rows = read_labelled_jsonl(path).texts
-            step = max(1, len(rows) // per_file)
-            texts += rows[::step][:per_file]
+    for path in dict.fromkeys(rows.paths):
+        in_file = [text for text, text_path in zip(rows.texts, rows.paths) if text_path == path]
+        step = max(1, len(in_file) // per_file)
+        texts += in_file[::step][:per_file]
     return texts
 
 
