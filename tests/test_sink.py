@@ -1,6 +1,7 @@
 """The Parquet sink: every row arrives, partitions are safe, nothing partial shows."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import apache_beam as beam
@@ -118,14 +119,14 @@ def test_unwritable_output_fails_the_pipeline(tmp_path):
 
 
 def test_rows_stream_into_files_and_sorted_row_groups_without_being_listed(tmp_path):
-    """A partition's rows arrive as a one-shot iterator: files of at most
-    max_rows_per_file, row groups of ROW_GROUP_ROWS, each group sorted."""
+    """A partition's packed rows arrive as a one-shot iterator: files of at
+    most max_rows_per_file, row groups of ROW_GROUP_ROWS, each group sorted."""
     from newsbeam.schema import article_to_row
+    from newsbeam.transforms.packing import pack
     from newsbeam.transforms.sink import ROW_GROUP_ROWS, _WriteTempFilesFn
     from tests.datasets import sample_articles
 
-    articles = sample_articles(per_day=30, days=1)
-    template = article_to_row(articles[0], "run-1")
+    template = sample_articles(per_day=30, days=1)[0]
     total = 2 * ROW_GROUP_ROWS + 300
     ids = [f"{(n * 7919) % total:08d}" for n in range(total)]  # unsorted, all distinct
     taken = []
@@ -133,12 +134,13 @@ def test_rows_stream_into_files_and_sorted_row_groups_without_being_listed(tmp_p
     def rows():
         for article_id in ids:
             taken.append(article_id)
-            yield {**template, "article_id": article_id}
+            yield pack(template.replace(article_id=article_id))
 
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.windowed_value import PANE_INFO_UNKNOWN
 
-    writer = _WriteTempFilesFn(str(tmp_path), "run-1", FILE_SCHEMA, max_rows_per_file=ROW_GROUP_ROWS + 500)
+    writer = _WriteTempFilesFn(str(tmp_path), "run-1", FILE_SCHEMA, ROW_GROUP_ROWS + 500, Article,
+                               functools.partial(article_to_row, run_id="run-1"))
     files = writer.process(("dt=2024-05-01/lang=en", rows()), window=GlobalWindow(), pane=PANE_INFO_UNKNOWN)
     written = [next(files)]
     assert len(taken) == ROW_GROUP_ROWS + 500  # the first file was written before the rest was read

@@ -12,6 +12,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from newsbeam.records import Article
+from newsbeam.transforms.packing import pack, unpack
 
 DUPLICATES_COUNTER = "duplicates"
 
@@ -27,18 +28,26 @@ def pick_survivor(articles: Iterable[Article]) -> tuple[Article, int]:
     return min(group, key=survivor_rank), len(group) - 1
 
 
+def ranked_and_packed(article: Article) -> tuple[tuple, str, bytes]:
+    """What a dedup shuffle carries: the rank and content hash to decide on,
+    and the article itself packed (see :mod:`newsbeam.transforms.packing`)."""
+    return survivor_rank(article), article.content_hash, pack(article)
+
+
 class _KeepOneFn(beam.DoFn):
+    """(key, [(rank, content_hash, packed)]) -> the lowest-ranked entry, still packed."""
+
     def __init__(self, reason: str):
         self.duplicates = Metrics.counter("newsbeam", DUPLICATES_COUNTER)
         self.by_reason = Metrics.counter("newsbeam", f"duplicates_by_{reason}")
 
     def process(self, keyed_group):
         _, group = keyed_group
-        survivor, dropped = pick_survivor(group)
-        if dropped:
-            self.duplicates.inc(dropped)
-            self.by_reason.inc(dropped)
-        yield survivor
+        group = list(group)
+        if len(group) > 1:
+            self.duplicates.inc(len(group) - 1)
+            self.by_reason.inc(len(group) - 1)
+        yield min(group, key=lambda entry: entry[0])
 
 
 class DeduplicateArticles(beam.PTransform):
@@ -47,10 +56,11 @@ class DeduplicateArticles(beam.PTransform):
     def expand(self, articles):
         return (
             articles
-            | "KeyByArticleId" >> beam.Map(lambda article: (article.article_id, article))
+            | "KeyByArticleId" >> beam.Map(lambda article: (article.article_id, ranked_and_packed(article)))
             | "GroupByArticleId" >> beam.GroupByKey()
             | "KeepOnePerArticleId" >> beam.ParDo(_KeepOneFn("article_id"))
-            | "KeyByContentHash" >> beam.Map(lambda article: (article.content_hash, article))
+            | "KeyByContentHash" >> beam.Map(lambda entry: (entry[1], entry))
             | "GroupByContentHash" >> beam.GroupByKey()
             | "KeepOnePerContent" >> beam.ParDo(_KeepOneFn("content_hash"))
+            | "Unpack" >> beam.Map(lambda entry: unpack(entry[2], Article))
         )

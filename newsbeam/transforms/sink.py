@@ -12,13 +12,14 @@ final rename fails on the missing folder and the rows are lost with exit 0.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, urlsplit
 
 import apache_beam as beam
@@ -30,6 +31,7 @@ from apache_beam.metrics import Metrics
 from newsbeam.faults import crash_point
 from newsbeam.records import Article, DeadLetter
 from newsbeam.schema import DEFAULT_PARTITION_KEYS, ERROR_SCHEMA, FILE_SCHEMA, article_to_row
+from newsbeam.transforms.packing import pack, unpack
 
 LOGGER = logging.getLogger(__name__)
 
@@ -122,18 +124,22 @@ def write_parquet(path: str, schema: pa.Schema, rows: Iterable[dict]) -> int:
 
 
 class _WriteTempFilesFn(beam.DoFn):
-    """(partition, rows) -> WrittenFile per chunk, each a finished temp file."""
+    """(partition, packed records) -> WrittenFile per chunk, each a finished temp file."""
 
-    def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int):
+    def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int,
+                 record_type: type, to_row: Callable[[Any], dict]):
         self.output = output
         self.run_id = run_id
         self.schema = schema
         self.max_rows_per_file = max_rows_per_file
+        self.record_type = record_type
+        self.to_row = to_row
 
     def process(self, keyed_rows, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         # The partition's rows are streamed into files, never listed whole:
         # one partition of one run can be larger than a worker's memory.
-        partition, rows = keyed_rows
+        partition, packed_records = keyed_rows
+        rows = (self.to_row(unpack(packed, self.record_type)) for packed in packed_records)
         window_tag = _window_tag(window, pane)
         remaining = iter(rows)
         for number in itertools.count():
@@ -224,19 +230,27 @@ class _CommitFilesFn(beam.DoFn):
                 LOGGER.warning("could not roll back %s", item.final_path, exc_info=True)
 
 
-class _WriteRows(beam.PTransform):
-    """(partition, row) pairs -> committed WrittenFile records."""
+class _WriteRecords(beam.PTransform):
+    """(partition, record) pairs -> committed WrittenFile records.
 
-    def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int, counter: str):
+    Records cross the partition shuffle packed and become rows in the writer.
+    """
+
+    def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int, counter: str,
+                 record_type: type, to_row: Callable[[Any], dict]):
         super().__init__()
         self.output, self.run_id, self.schema = output, run_id, schema
         self.max_rows_per_file, self.counter = max_rows_per_file, counter
+        self.record_type, self.to_row = record_type, to_row
 
-    def expand(self, keyed_rows):
+    def expand(self, keyed_records):
+        writer = _WriteTempFilesFn(self.output, self.run_id, self.schema, self.max_rows_per_file,
+                                   self.record_type, self.to_row)
         return (
-            keyed_rows
+            keyed_records
+            | "PackRecords" >> beam.MapTuple(lambda partition, record: (partition, pack(record)))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "WriteTempFiles" >> beam.ParDo(_WriteTempFilesFn(self.output, self.run_id, self.schema, self.max_rows_per_file))
+            | "WriteTempFiles" >> beam.ParDo(writer)
             | "GatherWrittenFiles" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
             | "CommitFiles" >> beam.ParDo(_CommitFilesFn(self.output, self.run_id, self.counter))
         )
@@ -262,8 +276,9 @@ class WriteArticles(beam.PTransform):
         keys, run_id = self.partition_keys, self.run_id
         return (
             articles
-            | "KeyByPartition" >> beam.Map(lambda a: (partition_path(partition_values(a, keys)), article_to_row(a, run_id)))
-            | "WritePartitions" >> _WriteRows(self.output, run_id, FILE_SCHEMA, self.max_rows_per_file, "rows_written")
+            | "KeyByPartition" >> beam.Map(lambda a: (partition_path(partition_values(a, keys)), a))
+            | "WritePartitions" >> _WriteRecords(self.output, run_id, FILE_SCHEMA, self.max_rows_per_file, "rows_written",
+                                                 Article, functools.partial(article_to_row, run_id=run_id))
         )
 
 
@@ -291,6 +306,8 @@ class WriteDeadLetters(beam.PTransform):
         folder = f"{ERRORS_DIR}/run_id={sanitise_partition_value(run_id)}"
         return (
             letters
-            | "KeyErrors" >> beam.Map(lambda letter: (folder, dead_letter_row(letter, run_id)))
-            | "WriteErrors" >> _WriteRows(self.output, run_id, ERROR_SCHEMA, DEFAULT_MAX_ROWS_PER_FILE, "dead_letters_written")
+            | "KeyErrors" >> beam.Map(lambda letter: (folder, letter))
+            | "WriteErrors" >> _WriteRecords(self.output, run_id, ERROR_SCHEMA, DEFAULT_MAX_ROWS_PER_FILE,
+                                             "dead_letters_written", DeadLetter,
+                                             functools.partial(dead_letter_row, run_id=run_id))
         )

@@ -1,0 +1,33 @@
+"""Records cross shuffles packed: smaller, and unchanged once unpacked."""
+from newsbeam.records import Article, DeadLetter
+from newsbeam.transforms.dedup import ranked_and_packed, survivor_rank
+from newsbeam.transforms.packing import pack, unpack
+from tests.test_sink import make_article
+
+ARABIC_BODY = ("أعلنت وزارة الصحة اليوم عن خطة جديدة لتحسين الخدمات في المستشفيات الحكومية، "
+               "وقال الوزير إن الخطة تشمل تدريب الأطباء وتوفير الأجهزة الحديثة. ") * 12
+
+
+def test_a_labelled_article_round_trips_with_its_tuples_and_floats():
+    article = make_article(1, lang="ar").replace(
+        body=ARABIC_BODY, summary=ARABIC_BODY[:300], authors=("أحمد", "B"), tags=(),
+        topic="health", topic_score=0.8123, topic_scores=(("health", 0.8123), ("politics", 0.1)),
+        sentiment="neutral", sentiment_score=1 / 3, language_score=0.99)
+    assert unpack(pack(article), Article) == article
+
+
+def test_a_packed_article_is_much_smaller_than_its_text():
+    article = make_article(1, lang="ar").replace(body=ARABIC_BODY)
+    assert len(pack(article)) < len(ARABIC_BODY.encode("utf-8")) / 3
+
+
+def test_broken_text_from_a_feed_survives_packing():
+    letter = DeadLetter(source="feed.xml", stage="parse", reason="bad \udcff byte", excerpt="\ud800 lone")
+    assert unpack(pack(letter), DeadLetter) == letter
+
+
+def test_what_a_dedup_shuffle_carries_decides_without_unpacking():
+    article = make_article(2).replace(body="a body " * 200)
+    rank, content_hash, packed = ranked_and_packed(article)
+    assert rank == survivor_rank(article) and content_hash == article.content_hash
+    assert unpack(packed, Article) == article
