@@ -62,6 +62,28 @@ def test_random_bert_matches_transformers_layer_by_layer(tmp_path):
         assert torch.allclose(got[valid], want[valid], atol=1e-5), f"layer {layer} differs"
 
 
+def test_layer_by_layer_pooling_equals_pooling_every_hidden_state(tmp_path):
+    """The encoder's pooled layers come from mean_pooled_layers, which keeps one
+    hidden state alive at a time; it must give what pooling all of them gives."""
+    from transformers import BertConfig as HFConfig, BertModel
+
+    torch.manual_seed(1)
+    BertModel(HFConfig(**tiny_config_dict()), add_pooling_layer=False).save_pretrained(tmp_path)
+    model = load_bert(tmp_path)
+    input_ids = torch.randint(3, 120, (3, 11))
+    mask = torch.ones_like(input_ids)
+    mask[0, 4:] = 0
+    mask[2, 7:] = 0
+    with torch.inference_mode():
+        states = model(input_ids, mask, output_hidden_states=True).hidden_states
+        weights = mask.unsqueeze(-1).float()
+        for layers in [(0,), (1, 3), (-1,), (2, -1, 0)]:
+            expected = torch.stack([(states[layer] * weights).sum(1) / weights.sum(1) for layer in layers], dim=1)
+            actual = model.mean_pooled_layers(input_ids, mask, layers)
+            assert actual.shape == (3, len(layers), 32)
+            assert torch.equal(actual, expected), f"layers {layers} differ"
+
+
 def test_embedded_model_matches_transformers_on_real_text():
     folder = ensure_embedded_model()
     tokenizer = FastTokenizer.from_folder(folder)

@@ -123,6 +123,8 @@ class Encoder:
             attention_mask[row, : len(ids)] = 1
         only_last = all(layer in (-1, self.num_layers) for layer in layers)
         with torch.inference_mode():
+            if hasattr(self.model, "mean_pooled_layers"):  # newsbeam's own BERT pools layer by layer
+                return self.model.mean_pooled_layers(input_ids, attention_mask, layers).float().numpy()
             output = self.model(input_ids=input_ids, attention_mask=attention_mask,
                                 output_hidden_states=not only_last)
             states = [output.last_hidden_state] * len(layers) if only_last else [
