@@ -395,7 +395,7 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
   polarity; headline + body of 50-800 words (log-normal, median about 250). Deterministic for a seed.
 - **limit** (`bench/limit.py`): the labeller's own texts (`article_text`: headline + lead, `passage:` prefix,
   `--max_tokens` default), tokenised in one call and run through the encoder in length-sorted batches under the
-  8192-token budget, pooling the layers the heads read. No Beam, no I/O, model already loaded.
+  `--max_batch_tokens` default budget, pooling the layers the heads read. No Beam, no I/O, model already loaded.
 - **newsbeam**: `newsbeam run --inputs <corpus> --output <tmp>` with default flags in a child process; articles/s
   = articles / wall time of the whole process (imports and model loading included). Run at N and 5N articles;
   the steady-state rate is (5N - N) / (wall(5N) - wall(N)). Peak RSS is each child's `ru_maxrss` from `os.wait4`.

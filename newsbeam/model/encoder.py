@@ -20,11 +20,11 @@ from typing import Optional
 import numpy as np
 import torch
 
+from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_TOKENS = 8192
 PASSAGE_PREFIX = "passage: "
 QUERY_PREFIX = "query: "
 # tokenizers without a real limit report model_max_length as a huge sentinel

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.taxonomy import load_label_map
 from newsbeam.model.training import LabelledTexts, expand_pattern, read_labelled_jsonl
 
@@ -183,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model_label_map", default=None,
                         help="JSON mapping the checkpoint's labels onto newsbeam ids (with --*_model).")
     parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per text (as newsbeam run).")
-    parser.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
+    parser.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
     parser.add_argument("--torch_threads", type=int, default=None)
     parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
 

@@ -25,6 +25,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.heads import Head, HeadSet, load_heads, softmax
 from newsbeam.model.taxonomy import Taxonomy, load_taxonomy, read_bytes
 
@@ -273,7 +274,7 @@ def _read_label_maps(label_map: Optional[str]) -> dict[str, Optional[dict[str, s
 
 def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None, taxonomy: Optional[str] = None,
                   topic_model: Optional[str] = None, sentiment_model: Optional[str] = None,
-                  label_map: Optional[str] = None, max_tokens: int = 128, max_batch_tokens: int = 8192,
+                  label_map: Optional[str] = None, max_tokens: int = 128, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
                   torch_threads: Optional[int] = None, cache_dir: Optional[str] = None,
                   quantize: Optional[str] = None) -> Labeller:
     """Build a :class:`Labeller` from addresses (local paths, gs://, hub ids).

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.heads import DEFAULT_HEADS_DIR, Head, HeadSet, save_heads
 from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
 
@@ -388,7 +389,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default=None, help="Encoder (default: embedded multilingual-e5-small).")
     parser.add_argument("--taxonomy", default=None, help="Taxonomy YAML (default: shipped IPTC top level).")
     parser.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS, help="Token budget per text.")
-    parser.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
+    parser.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
     parser.add_argument("--topic_layers", type=_layer_list, default=DEFAULT_LAYERS["topic"],
                         help="Encoder layers the topic head reads, e.g. 6,8,10,12.")
     parser.add_argument("--sentiment_layers", type=_layer_list, default=DEFAULT_LAYERS["sentiment"])

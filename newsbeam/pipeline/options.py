@@ -9,6 +9,7 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.schema import DEFAULT_PARTITION_KEYS
 
 
@@ -77,7 +78,7 @@ class NewsOptions(PipelineOptions):
         labels.add_argument("--label_map", default=None, help="JSON mapping classifier labels onto newsbeam ids.")
         labels.add_argument("--max_tokens", type=int, default=128,
                             help="Token budget per article: headline + lead (128 labels as well as 256 at twice the speed).")
-        labels.add_argument("--max_batch_tokens", type=int, default=8192, help="Token budget per encoder batch.")
+        labels.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
         labels.add_argument("--quantize", choices=["none", "int8"], default="none",
                             help="int8: dynamic per-channel int8 weights (faster; see the benchmark for agreement).")
         labels.add_argument("--torch_threads", type=int, default=None, help="torch intra-op threads per process.")

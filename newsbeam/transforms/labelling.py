@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.records import Article, DeadLetter
 
 LOGGER = logging.getLogger(__name__)
@@ -25,6 +26,12 @@ LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
 STAGE = "label"
 CHARS_PER_TOKEN_ESTIMATE = 3
+
+
+# Estimated tokens of the articles handed to one run_inference call, which
+# sorts them by length into encoder batches of max_batch_tokens: enough
+# articles (about 256 of 128 tokens) that the sorted batches pad little.
+ARTICLE_BATCH_TOKENS = 32_768
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class LabellerConfig:
     sentiment_model: Optional[str] = None
     label_map: Optional[str] = None
     max_tokens: int = 128
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     torch_threads: Optional[int] = None
     cache_dir: Optional[str] = None
     quantize: str = "none"
@@ -110,7 +117,7 @@ class ArticleModelHandler(ModelHandler[Article, Article, Any]):
         # starts at weight 1 and, with every article weighing ~max_tokens,
         # stayed at one article per batch (measured: 4x slower). A bundle's end
         # still flushes a smaller batch, so streaming latency is bounded by bundles.
-        budget = max(self.config.max_batch_tokens * 4, self.config.max_tokens)
+        budget = max(self.config.max_batch_tokens * 4, ARTICLE_BATCH_TOKENS, self.config.max_tokens)
         return {"min_batch_size": budget, "max_batch_size": budget, "element_size_fn": self.estimated_tokens}
 
     def run_inference(self, batch: Sequence[Article], model, inference_args=None) -> Iterable[Article]:
