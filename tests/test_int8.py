@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from newsbeam.model.bert import BertConfig, BertModel  # noqa: E402
 from newsbeam.model.heads import HeadSet, load_heads, save_heads  # noqa: E402
-from newsbeam.model.int8 import (InputScaled, calibration_texts, input_peaks, layers_kept_fp32,  # noqa: E402
+from newsbeam.model.int8 import (DEFAULT_KEEP_FP32, InputScaled, calibration_texts, input_peaks, layers_kept_fp32,  # noqa: E402
                                  quantize_int8, smoothed)
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
@@ -125,7 +125,7 @@ def test_int8_labels_agree_with_fp32_on_the_real_model():
     fp32 = load_labeller().label_texts(texts)
     int8_labeller = load_labeller(quantize="int8")
     assert "+int8+" in int8_labeller.model_id
-    assert len(int8_labeller.encoder.model.int8_kept_fp32) == 4
+    assert len(int8_labeller.encoder.model.int8_kept_fp32) == DEFAULT_KEEP_FP32
     int8 = int8_labeller.label_texts(texts)
     topic = np.mean([a.topic == b.topic for a, b in zip(fp32, int8)])
     sentiment = np.mean([a.sentiment == b.sentiment for a, b in zip(fp32, int8)])
