@@ -404,8 +404,8 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
   partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
 - **int8** (`newsbeam run --quantize int8`, `newsbeam/model/int8.py`): calibrated with the peaks shipped in the
   heads (432 training texts, recorded by `train-heads`), SmoothQuant input scaling (alpha 0.8), then `quantize_dynamic` with
-  `per_channel_dynamic_qconfig` of every `nn.Linear` except the 4 FFN output projections with the worst input
-  outliers, which stay fp32;
+  `per_channel_dynamic_qconfig` of every `nn.Linear` except the {len(int8.get("kept_fp32") or ())} FFN output projections with the
+  worst input outliers, which stay fp32;
   speed-up of the encoder (same texts as the limit) and of a whole newsbeam run; agreement of topic and sentiment
   labels with the fp32 run on the corpus and on the dev sets; macro-F1 change on XLM-T val (ar, en, fr) and
   SIB-200 dev (ar, en, fr, ru, zh) through the shipped label maps.

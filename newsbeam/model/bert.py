@@ -158,16 +158,22 @@ class BertModel(nn.Module):
                 output_hidden_states: bool = False) -> SimpleNamespace:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        # (batch, 1, 1, keys): True where a query may attend, the same for every head and query
-        attend = attention_mask[:, None, None, :].bool()
-        hidden = self.embeddings(input_ids)
-        states = [hidden]
-        for layer in self.encoder.layer:
-            hidden = layer(hidden, attend)
+        states = []
+        for hidden in self._hidden_states(input_ids, attention_mask, self.config.num_hidden_layers):
             if output_hidden_states:
                 states.append(hidden)
         return SimpleNamespace(last_hidden_state=hidden,
                                hidden_states=tuple(states) if output_hidden_states else None)
+
+    def _hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_layer: int):
+        """The embedding output, then each layer's output up to ``last_layer``, one at a time."""
+        # (batch, 1, 1, keys): True where a query may attend, the same for every head and query
+        attend = attention_mask[:, None, None, :].bool()
+        hidden = self.embeddings(input_ids)
+        yield hidden
+        for layer in self.encoder.layer[:last_layer]:
+            hidden = layer(hidden, attend)
+            yield hidden
 
     def mean_pooled_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            layers: Sequence[int]) -> torch.Tensor:
@@ -180,21 +186,16 @@ class BertModel(nn.Module):
         """
         count = self.config.num_hidden_layers + 1
         wanted = [layer % count for layer in layers]
-        mask = attention_mask.unsqueeze(-1).to(torch.float32)
-        counts = mask.sum(dim=1)
-        pooled: dict[int, torch.Tensor] = {}
-
-        def keep(index: int, state: torch.Tensor) -> None:
-            if index in wanted:
-                pooled[index] = (state * mask).sum(dim=1) / counts
-
-        attend = attention_mask[:, None, None, :].bool()
-        hidden = self.embeddings(input_ids)
-        keep(0, hidden)
-        for index, layer in enumerate(self.encoder.layer[:max(wanted)], start=1):
-            hidden = layer(hidden, attend)
-            keep(index, hidden)
+        pooled = {index: masked_mean(state, attention_mask)
+                  for index, state in enumerate(self._hidden_states(input_ids, attention_mask, max(wanted)))
+                  if index in wanted}
         return torch.stack([pooled[index] for index in wanted], dim=1)
+
+
+def masked_mean(state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, length, hidden) -> (batch, hidden): the mean over the tokens the mask keeps."""
+    mask = attention_mask.unsqueeze(-1).to(state.dtype)
+    return (state * mask).sum(dim=1) / mask.sum(dim=1)
 
 
 def load_bert(folder: str | Path) -> BertModel:

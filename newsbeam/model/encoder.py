@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.model.bert import masked_mean
 from newsbeam.model.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
 
 LOGGER = logging.getLogger(__name__)
@@ -129,9 +130,7 @@ class Encoder:
                                 output_hidden_states=not only_last)
             states = [output.last_hidden_state] * len(layers) if only_last else [
                 output.hidden_states[layer] for layer in layers]
-            mask = attention_mask.unsqueeze(-1).to(states[0].dtype)
-            counts = mask.sum(dim=1)
-            pooled = torch.stack([(state * mask).sum(dim=1) / counts for state in states], dim=1)
+            pooled = torch.stack([masked_mean(state, attention_mask) for state in states], dim=1)
         return pooled.float().numpy()
 
 

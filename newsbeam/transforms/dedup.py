@@ -6,7 +6,7 @@ group keeps one deterministic survivor and counts the rest.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -23,9 +23,10 @@ def survivor_rank(article: Article) -> tuple:
     return (-len(text), article.published_at is None, article.url or "", article.source, article.article_id)
 
 
-def pick_survivor(articles: Iterable[Article]) -> tuple[Article, int]:
-    group = list(articles)
-    return min(group, key=survivor_rank), len(group) - 1
+def pick_survivor(candidates: Iterable[Any], rank: Callable[[Any], tuple] = survivor_rank) -> tuple[Any, int]:
+    """The lowest-ranked of ``candidates`` and how many others were dropped."""
+    group = list(candidates)
+    return min(group, key=rank), len(group) - 1
 
 
 def ranked_and_packed(article: Article) -> tuple[tuple, str, bytes]:
@@ -43,11 +44,11 @@ class _KeepOneFn(beam.DoFn):
 
     def process(self, keyed_group):
         _, group = keyed_group
-        group = list(group)
-        if len(group) > 1:
-            self.duplicates.inc(len(group) - 1)
-            self.by_reason.inc(len(group) - 1)
-        yield min(group, key=lambda entry: entry[0])
+        survivor, dropped = pick_survivor(group, rank=lambda entry: entry[0])
+        if dropped:
+            self.duplicates.inc(dropped)
+            self.by_reason.inc(dropped)
+        yield survivor
 
 
 class DeduplicateArticles(beam.PTransform):
