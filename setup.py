@@ -37,5 +37,5 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "polars>=2.0", "pandas>=2.0"],
         "bench": ["pandas>=2.0", "psutil>=5.9", "lingua-language-detector>=2.0"],
     },
-    entry_points={"console_scripts": ["newsbeam=newsbeam.pipeline.cli:main"]},
+    entry_points={"console_scripts": ["newsbeam=newsbeam.pipeline.cli:console_main"]},
 )
