@@ -85,3 +85,16 @@ def test_the_command_line_run_writes_every_row_and_its_manifest(tmp_path):
     assert rows[0]["title"]
     assert len(list((output / "_runs").glob("*.json"))) == 1
     assert "manifest:" in done.stdout
+
+
+@pytest.mark.parametrize("flags, in_process", [
+    ([], True),
+    (["--runner", "DirectRunner"], True),
+    (["--direct_running_mode", "multi_threading"], True),
+    (["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"], False),
+    (["--runner", "DataflowRunner"], False),
+])
+def test_work_is_preloaded_only_where_the_pipeline_runs_in_this_process(flags, in_process):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    assert cli._runs_in_this_process(PipelineOptions(flags)) is in_process

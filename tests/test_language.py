@@ -58,3 +58,27 @@ def test_accuracy_on_sib200_dev_is_at_least_97_percent():
             right += detect_language(json.loads(line)["text"])[0] == want
             total += 1
     assert total == 1386 and right / total >= 0.97
+
+
+def test_loading_in_the_background_loads_the_model_once_for_everyone(monkeypatch):
+    from py3langid.langid import LanguageIdentifier
+
+    from newsbeam.transforms import language
+
+    loads = []
+    real_load = LanguageIdentifier.from_model_file.__func__
+
+    def counting_load(cls, *args, **kwargs):
+        loads.append(args)
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(LanguageIdentifier, "from_model_file", classmethod(counting_load))
+    monkeypatch.setattr(language, "_IDENTIFIER", None)
+    loader = language.start_loading_identifier()
+    code, _ = detect_language(SAMPLES["fr"])  # the stage does not wait for the thread to have started
+    loader.join(timeout=120)
+
+    assert not loader.is_alive()
+    assert code == "fr"
+    assert len(loads) == 1
+    assert language._identifier() is language._IDENTIFIER is not None

@@ -106,12 +106,21 @@ def run_pipeline(argv: Sequence[str]) -> int:
             lock.release()
 
 
+LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
 def _is_remote_streaming(options: PipelineOptions) -> bool:
     from apache_beam.options.pipeline_options import StandardOptions
 
     standard = options.view_as(StandardOptions)
-    local = (None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-    return bool(standard.streaming) and standard.runner not in local
+    return bool(standard.streaming) and standard.runner not in LOCAL_RUNNERS
+
+
+def _runs_in_this_process(options: PipelineOptions) -> bool:
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    return (options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+            and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
 
 
 def _run_and_report(options: PipelineOptions, news) -> int:
@@ -133,6 +142,10 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         return EXIT_OK
     result, status, error_text = None, "committed", None
     _start_up_done()
+    if _runs_in_this_process(options):
+        from newsbeam.transforms.language import start_loading_identifier
+
+        start_loading_identifier()  # off the critical path: ready when the language stage starts
     try:
         result = pipeline.run()
         result.wait_until_finish()

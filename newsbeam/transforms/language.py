@@ -37,6 +37,15 @@ def _identifier():
         return _IDENTIFIER
 
 
+def start_loading_identifier() -> threading.Thread:
+    """Load the model on a background thread while the pipeline reads its
+    sources; ``_identifier()`` waits for it. Most of the load is LZMA
+    decompression, which releases the GIL, so it runs on another core."""
+    loader = threading.Thread(target=_identifier, name="newsbeam-langid-load", daemon=True)
+    loader.start()
+    return loader
+
+
 def normalise_language_code(code: Optional[str]) -> Optional[str]:
     """'en-US', 'EN_gb', 'fr' -> 'en', 'en', 'fr'; anything else -> None."""
     if not code:
