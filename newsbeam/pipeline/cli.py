@@ -134,6 +134,7 @@ def _run_and_report(options: PipelineOptions, news) -> int:
     except ValueError as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    _start_up_done()
     if _is_remote_streaming(options):
         # An unbounded job never finishes: submit it and hand back the job.
         result = pipeline.run()
@@ -141,7 +142,6 @@ def _run_and_report(options: PipelineOptions, news) -> int:
               f"(state {result.state}); drain it to flush open windows")
         return EXIT_OK
     result, status, error_text = None, "committed", None
-    _start_up_done()
     if _runs_in_this_process(options):
         from newsbeam.transforms.language import start_loading_identifier
 
