@@ -6,7 +6,8 @@ docs/bench.md for the method):
 
 - limit: the bare encoder on the labeller's texts, best batches;
 - newsbeam: ``newsbeam run`` on the corpus files, default flags, in a child
-  process, at N and 5N articles (peak RSS of each, and their throughput);
+  process, at N and 5N articles (peak RSS of each, and their throughput); the
+  limit and the N run alternate for ``--rounds`` rounds and are averaged;
 - naive: a per-article loop (two padded encoder passes, pandas to Parquet) on
   a subset;
 - int8: newsbeam with per-channel dynamic int8 weights, speed and agreement,
@@ -133,21 +134,53 @@ def step(name: str, results: dict, function, *args, **kwargs):
         print(f"[bench] {name} done in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def measure_newsbeam(corpus_dirs: dict, work: Path, heads_args: list[str], results: dict) -> dict:
+def mean_of(summaries: Sequence[dict], *keys: str) -> dict:
+    """The first summary with ``keys`` replaced by their mean over all of them."""
+    merged = dict(summaries[0])
+    for key in keys:
+        merged[key] = round(statistics.mean(summary[key] for summary in summaries), 3)
+    return merged
+
+
+def measure_limit_and_newsbeam(labeller, texts: Sequence[str], corpus_dirs: dict, work: Path,
+                               heads_args: list[str], rounds: int) -> tuple[dict, dict]:
+    """The limit and newsbeam at N, alternately, ``rounds`` times; then newsbeam at 5N.
+
+    This machine's speed drifts by 5-10% over minutes, and e2e_vs_limit divides
+    one figure by the other: measuring them in pairs, side by side, and
+    averaging the rounds keeps the drift out of the ratio. Every round is kept
+    in the results.
+    """
+    from limit import measure_limit
+
     small, large = corpus_dirs["n"], corpus_dirs["5n"]
-    n_run = run_child(newsbeam_argv([str(small["dir"])], work / "out_n", heads_args)).check()
+    limits, n_summaries = [], []
+    for number in range(rounds):
+        limits.append(measure_limit(labeller, texts))
+        n_run = run_child(newsbeam_argv([str(small["dir"])], work / f"out_n{number}", heads_args)).check()
+        n_rows = len(read_labels(work / f"out_n{number}"))
+        if n_rows != small["articles"]:
+            raise RuntimeError(f"newsbeam wrote {n_rows} rows for {small['articles']} articles")
+        n_summaries.append(run_summary(n_run, n_rows))
     large_run = run_child(newsbeam_argv([str(large["dir"])], work / "out_5n", heads_args)).check()
-    n_rows, large_rows = len(read_labels(work / "out_n")), len(read_labels(work / "out_5n"))
-    if n_rows != small["articles"] or large_rows != large["articles"]:
-        raise RuntimeError(f"newsbeam wrote {n_rows}/{large_rows} rows for {small['articles']}/{large['articles']}")
-    n_summary, large_summary = run_summary(n_run, n_rows), run_summary(large_run, large_rows)
-    extra_articles, extra_seconds = large_rows - n_rows, large_run.wall_s - n_run.wall_s
-    return {
+    large_rows = len(read_labels(work / "out_5n"))
+    if large_rows != large["articles"]:
+        raise RuntimeError(f"newsbeam wrote {large_rows} rows for {large['articles']} articles")
+    limit = mean_of(limits, "seconds", "articles_per_s")
+    limit["rounds"] = [{"seconds": one["seconds"], "articles_per_s": one["articles_per_s"]} for one in limits]
+    n_summary = mean_of(n_summaries, "wall_s", "articles_per_s", "peak_rss_mb")
+    n_summary["rounds"] = n_summaries
+    large_summary = run_summary(large_run, large_rows)
+    extra_articles, extra_seconds = large_rows - n_summary["articles"], large_run.wall_s - n_summary["wall_s"]
+    newsbeam = {
         "n": n_summary,
         "5n": large_summary,
         # what the second 4N articles cost: the run's fixed costs (start-up) cancel out
         "steady_articles_per_s": round(extra_articles / extra_seconds, 3) if extra_seconds > 0 else None,
+        "e2e_vs_limit_by_round": [ratio(run["articles_per_s"], one["articles_per_s"])
+                                  for run, one in zip(n_summaries, limits)],
     }
+    return limit, newsbeam
 
 
 def measure_int8(labeller, texts: Sequence[str], corpus_dir: Path, work: Path, heads_args: list[str],
@@ -167,7 +200,7 @@ def measure_int8(labeller, texts: Sequence[str], corpus_dir: Path, work: Path, h
         "kept_fp32": list(getattr(int8_model, "int8_kept_fp32", ())),
         "limit": int8_limit,
         "newsbeam": run_summary(run, len(rows)),
-        "corpus_agreement": label_agreement(read_labels(work / "out_n"), rows),
+        "corpus_agreement": label_agreement(read_labels(work / "out_n0"), rows),
         "dev_sets": compare_predictions(dev_sets, fp32_dev, int8_dev) if dev_sets else
         "not measured: ../shared/data absent",
     }
@@ -257,7 +290,7 @@ def run(args: argparse.Namespace) -> dict:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": machine_info(),
-        "settings": {"articles": args.articles, "full_text_articles": min(args.articles, FULL_TEXT_ARTICLES), "memory_factor": args.memory_factor,
+        "settings": {"articles": args.articles, "rounds": args.rounds, "full_text_articles": min(args.articles, FULL_TEXT_ARTICLES), "memory_factor": args.memory_factor,
                      "naive_articles": args.naive_articles, "seed": args.seed,
                      "heads": args.heads or "shipped", "max_tokens": LabellerConfig().max_tokens,
                      "max_batch_tokens": LabellerConfig().max_batch_tokens},
@@ -276,10 +309,9 @@ def run(args: argparse.Namespace) -> dict:
 
     labeller = LabellerConfig(heads=args.heads).load()
     texts = labelling_texts(small)
-    from limit import measure_limit
-
-    results["limit"] = step("limit", results, measure_limit, labeller, texts)
-    results["newsbeam"] = step("newsbeam", results, measure_newsbeam, corpus_dirs, work, heads_args, results)
+    paired = step("limit and newsbeam", results, measure_limit_and_newsbeam, labeller, texts, corpus_dirs, work,
+                  heads_args, args.rounds)
+    results["limit"], results["newsbeam"] = paired if paired else (None, None)
     dev_sets = None
     if not args.skip_dev_sets:
         from quality import load_dev_sets
@@ -329,17 +361,26 @@ def render_markdown(results: dict) -> str:
     stages = (results.get("stages") or {}).get("shares", {})
     full_text = results.get("full_text")
     f1 = figures.get("int8_macro_f1_delta_points") or {}
+    def by_round(summary: dict, key: str) -> str:
+        values = [one[key] for one in summary.get("rounds") or ()]
+        return f" (rounds: {', '.join(_fmt(value) for value in values)})" if len(values) > 1 else ""
+
+    round_ratios = newsbeam.get("e2e_vs_limit_by_round") or []
     rows = [
         ("limit (bare encoder, best batches)", f"{_fmt(limit.get('articles_per_s'))} articles/s",
-         f"{limit.get('articles', 'n/a')} articles, {_fmt(limit.get('mean_tokens'))} tokens each on average"),
+         f"{limit.get('articles', 'n/a')} articles, {_fmt(limit.get('mean_tokens'))} tokens each on average"
+         + by_round(limit, "articles_per_s")),
         ("newsbeam, N articles (whole run)", f"{_fmt(n_run.get('articles_per_s'))} articles/s",
-         f"{_fmt(n_run.get('wall_s'))} s incl. start-up; peak RSS {_fmt(n_run.get('peak_rss_mb'))} MB"),
+         f"{_fmt(n_run.get('wall_s'))} s incl. start-up; peak RSS {_fmt(n_run.get('peak_rss_mb'))} MB"
+         + by_round(n_run, "articles_per_s")),
         ("newsbeam, 5N articles (whole run)", f"{_fmt(large_run.get('articles_per_s'))} articles/s",
          f"{_fmt(large_run.get('wall_s'))} s; peak RSS {_fmt(large_run.get('peak_rss_mb'))} MB"),
         ("newsbeam steady state (5N minus N)", f"{_fmt(newsbeam.get('steady_articles_per_s'))} articles/s",
          "fixed per-run costs cancel out"),
         ("**e2e_vs_limit** (target ≥ 0.85)", _fmt(figures.get("e2e_vs_limit")),
-         f"whole run at N; steady state: {_fmt(figures.get('e2e_vs_limit_steady'))}"),
+         "whole run at N" + (f" (rounds: {', '.join(_fmt(value) for value in round_ratios)})"
+                             if len(round_ratios) > 1 else "")
+         + f"; steady state: {_fmt(figures.get('e2e_vs_limit_steady'))}"),
         ("naive loop", f"{_fmt(naive.get('articles_per_s'))} articles/s",
          f"on {naive.get('articles', 'n/a')} articles (per-article rate)"),
         ("**e2e_vs_naive** (target ≥ 5)", _fmt(figures.get("e2e_vs_naive")), "newsbeam whole run at N / naive"),
@@ -381,7 +422,7 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **Date**: {results.get('date')} (commit {results.get('commit')})
 - **Machine**: {machine.get('cpu')}, {machine.get('cores')} cores; torch {machine.get('torch')} with {machine.get('torch_threads')} threads; Python {machine.get('python')}
 - **Corpus**: {corpus.get('articles')} generated articles (seed {corpus.get('seed')}), languages {', '.join(corpus.get('languages', []))}; body {words.get('min')}-{words.get('max')} words, median {words.get('median')}; half as RSS/Atom files, half as JSONL
-- **Settings**: N = {settings.get('articles')}, memory run {settings.get('memory_factor')}N, naive on {settings.get('naive_articles')}, heads {settings.get('heads')}, `--max_tokens` {settings.get('max_tokens')}, `--max_batch_tokens` {settings.get('max_batch_tokens')}
+- **Settings**: N = {settings.get('articles')}, {settings.get('rounds', 1)} rounds of limit and newsbeam at N, memory run {settings.get('memory_factor')}N, naive on {settings.get('naive_articles')}, heads {settings.get('heads')}, `--max_tokens` {settings.get('max_tokens')}, `--max_batch_tokens` {settings.get('max_batch_tokens')}
 - **Bench wall time**: {results.get('bench_wall_s')} s
 
 | figure | value | notes |
@@ -399,6 +440,9 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **newsbeam**: `newsbeam run --inputs <corpus> --output <tmp>` with default flags in a child process; articles/s
   = articles / wall time of the whole process (imports and model loading included). Run at N and 5N articles;
   the steady-state rate is (5N - N) / (wall(5N) - wall(N)). Peak RSS is each child's `ru_maxrss` from `os.wait4`.
+- **Rounds**: the machine's speed drifts by 5-10% over minutes, so the limit and newsbeam at N are measured
+  alternately, side by side, `--rounds` times (default 2); their figures (rate, wall time, peak RSS at N) are the
+  means of the rounds, and every round is in `latest.json`. `e2e_vs_limit` is the ratio of the means.
 - **naive** (`bench/naive.py`): feedparser + json, then per article py3langid, one encoder pass for the topic head
   and another for the sentiment head, each padded to 512 tokens, batch of one; `pandas.DataFrame.to_parquet(
   partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
@@ -424,6 +468,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--articles", type=int, default=1000,
                         help="N: corpus size (memory also runs 5N); 1000 keeps the bench under 10 minutes on 2 cores.")
     parser.add_argument("--memory_factor", type=int, default=5, help="The memory run's size, in N.")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="Times the limit and newsbeam at N are measured, alternately (figures are the means).")
     parser.add_argument("--naive_articles", type=int, default=60, help="Subset the naive loop is timed on.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heads", default=None, help="Heads folder (default: the shipped heads).")
@@ -435,8 +481,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--work_dir", default=None, help="Where temporary corpora and outputs go.")
     parser.add_argument("--keep_work", action="store_true")
     args = parser.parse_args(argv)
-    if args.articles < 1 or args.memory_factor < 2 or args.naive_articles < 1:
-        parser.error("--articles and --naive_articles must be >= 1, --memory_factor >= 2")
+    if args.articles < 1 or args.memory_factor < 2 or args.naive_articles < 1 or args.rounds < 1:
+        parser.error("--articles, --naive_articles and --rounds must be >= 1, --memory_factor >= 2")
     results = run(args)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

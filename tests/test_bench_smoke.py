@@ -164,3 +164,13 @@ def test_bench_int8_uses_the_peaks_the_run_uses():
     run_ids = run_labeller.encoder.pooled_layers(run_labeller.token_ids(texts), (12,))
     assert kept == run_labeller.encoder.model.int8_kept_fp32
     assert np.allclose(bench_ids, run_ids, atol=1e-5)
+
+
+def test_rounds_are_averaged_and_kept_apart_from_the_rest_of_a_summary():
+    from run_bench import mean_of
+
+    rounds = [{"articles": 10, "wall_s": 2.0, "articles_per_s": 5.0, "peak_rss_mb": 100.0},
+              {"articles": 10, "wall_s": 4.0, "articles_per_s": 2.5, "peak_rss_mb": 110.0}]
+    merged = mean_of(rounds, "wall_s", "articles_per_s", "peak_rss_mb")
+    assert merged == {"articles": 10, "wall_s": 3.0, "articles_per_s": 3.75, "peak_rss_mb": 105.0}
+    assert rounds[0]["wall_s"] == 2.0  # the rounds themselves are untouched
