@@ -7,7 +7,8 @@ docs/bench.md for the method):
 - limit: the bare encoder on the labeller's texts, best batches;
 - newsbeam: ``newsbeam run`` on the corpus files, default flags, in a child
   process, at N and 5N articles (peak RSS of each, and their throughput); the
-  limit and the N run alternate for ``--rounds`` rounds and are averaged;
+  limit, the int8 limit and the N run alternate for ``--rounds`` rounds and
+  are averaged;
 - naive: a per-article loop (two padded encoder passes, pandas to Parquet) on
   a subset;
 - int8: newsbeam with per-channel dynamic int8 weights, speed and agreement,
@@ -143,20 +144,23 @@ def mean_of(summaries: Sequence[dict], *keys: str) -> dict:
 
 
 def measure_limit_and_newsbeam(labeller, texts: Sequence[str], corpus_dirs: dict, work: Path,
-                               heads_args: list[str], rounds: int) -> tuple[dict, dict]:
-    """The limit and newsbeam at N, alternately, ``rounds`` times; then newsbeam at 5N.
+                               heads_args: list[str], rounds: int) -> tuple[dict, dict, dict]:
+    """The limit, the int8 limit and newsbeam at N, one after the other,
+    ``rounds`` times; then newsbeam at 5N. Returns (limit, int8 limit, newsbeam).
 
-    This machine's speed drifts by 5-10% over minutes, and e2e_vs_limit divides
-    one figure by the other: measuring them in pairs, side by side, and
-    averaging the rounds keeps the drift out of the ratio. Every round is kept
-    in the results.
+    This machine's speed drifts by 5-10% over minutes, and e2e_vs_limit and
+    int8_speedup divide one figure by another: measuring them side by side,
+    in rounds, and averaging the rounds keeps the drift out of the ratios.
+    Every round is kept in the results.
     """
-    from limit import measure_limit
+    from limit import int8_encoder, measure_limit
 
     small, large = corpus_dirs["n"], corpus_dirs["5n"]
-    limits, n_summaries = [], []
+    limits, int8_limits, n_summaries = [], [], []
     for number in range(rounds):
         limits.append(measure_limit(labeller, texts))
+        with int8_encoder(labeller):
+            int8_limits.append(measure_limit(labeller, texts))
         n_run = run_child(newsbeam_argv([str(small["dir"])], work / f"out_n{number}", heads_args)).check()
         n_rows = len(read_labels(work / f"out_n{number}"))
         if n_rows != small["articles"]:
@@ -166,8 +170,9 @@ def measure_limit_and_newsbeam(labeller, texts: Sequence[str], corpus_dirs: dict
     large_rows = len(read_labels(work / "out_5n"))
     if large_rows != large["articles"]:
         raise RuntimeError(f"newsbeam wrote {large_rows} rows for {large['articles']} articles")
-    limit = mean_of(limits, "seconds", "articles_per_s")
-    limit["rounds"] = [{"seconds": one["seconds"], "articles_per_s": one["articles_per_s"]} for one in limits]
+    limit, int8_limit = mean_of(limits, "seconds", "articles_per_s"), mean_of(int8_limits, "seconds", "articles_per_s")
+    for merged, measured in ((limit, limits), (int8_limit, int8_limits)):
+        merged["rounds"] = [{"seconds": one["seconds"], "articles_per_s": one["articles_per_s"]} for one in measured]
     n_summary = mean_of(n_summaries, "wall_s", "articles_per_s", "peak_rss_mb")
     n_summary["rounds"] = n_summaries
     large_summary = run_summary(large_run, large_rows)
@@ -180,17 +185,20 @@ def measure_limit_and_newsbeam(labeller, texts: Sequence[str], corpus_dirs: dict
         "e2e_vs_limit_by_round": [ratio(run["articles_per_s"], one["articles_per_s"])
                                   for run, one in zip(n_summaries, limits)],
     }
-    return limit, newsbeam
+    return limit, int8_limit, newsbeam
 
 
-def measure_int8(labeller, texts: Sequence[str], corpus_dir: Path, work: Path, heads_args: list[str],
-                 dev_sets: Optional[dict], results: dict) -> dict:
-    from limit import int8_encoder, measure_limit
+def measure_int8(labeller, int8_limit: Optional[dict], corpus_dir: Path, work: Path, heads_args: list[str],
+                 dev_sets: Optional[dict]) -> dict:
+    """int8 against fp32: the encoder's speed (``int8_limit``, measured next to
+    the fp32 limit), a whole run, and the labels on the corpus and dev sets."""
+    from limit import int8_encoder
     from quality import compare_predictions, dev_predictions
 
+    if int8_limit is None:
+        raise RuntimeError("the int8 limit was not measured (see the limit step's error)")
     fp32_dev = dev_predictions(labeller, dev_sets) if dev_sets else None
     with int8_encoder(labeller) as int8_model:
-        int8_limit = measure_limit(labeller, texts)
         int8_dev = dev_predictions(labeller, dev_sets) if dev_sets else None
     run = run_child(newsbeam_argv([str(corpus_dir)], work / "out_int8", heads_args, int8=True)).check()
     rows = read_labels(work / "out_int8")
@@ -311,14 +319,14 @@ def run(args: argparse.Namespace) -> dict:
     texts = labelling_texts(small)
     paired = step("limit and newsbeam", results, measure_limit_and_newsbeam, labeller, texts, corpus_dirs, work,
                   heads_args, args.rounds)
-    results["limit"], results["newsbeam"] = paired if paired else (None, None)
+    results["limit"], int8_limit, results["newsbeam"] = paired if paired else (None, None, None)
     dev_sets = None
     if not args.skip_dev_sets:
         from quality import load_dev_sets
 
         dev_sets = load_dev_sets(per_set=args.dev_per_set)
-    results["int8"] = step("int8", results, measure_int8, labeller, texts, corpus_dirs["n"]["dir"], work,
-                           heads_args, dev_sets, results)
+    results["int8"] = step("int8", results, measure_int8, labeller, int8_limit, corpus_dirs["n"]["dir"], work,
+                           heads_args, dev_sets)
     del labeller
     results["naive"] = step("naive", results, measure_naive, work / "corpus_naive", work, args.heads)
     if results["naive"]:
@@ -385,7 +393,9 @@ def render_markdown(results: dict) -> str:
          f"on {naive.get('articles', 'n/a')} articles (per-article rate)"),
         ("**e2e_vs_naive** (target ≥ 5)", _fmt(figures.get("e2e_vs_naive")), "newsbeam whole run at N / naive"),
         ("**int8_speedup** (target ≥ 1.8)", _fmt(figures.get("int8_speedup")),
-         f"encoder only; whole newsbeam run: {_fmt(figures.get('int8_speedup_e2e'))}"),
+         (f"encoder only: {_fmt(int8['limit']['articles_per_s'])} articles/s"
+          f"{by_round(int8['limit'], 'articles_per_s')}; " if int8 else "encoder only; ")
+         + f"whole newsbeam run: {_fmt(figures.get('int8_speedup_e2e'))}"),
         ("**int8_agreement** (target ≥ 0.95)", _fmt(figures.get("int8_agreement")),
          "corpus, topic and sentiment; "
          + (f"topic {_fmt(int8['corpus_agreement']['topic'])}, sentiment {_fmt(int8['corpus_agreement']['sentiment'])}; "
@@ -422,7 +432,7 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **Date**: {results.get('date')} (commit {results.get('commit')})
 - **Machine**: {machine.get('cpu')}, {machine.get('cores')} cores; torch {machine.get('torch')} with {machine.get('torch_threads')} threads; Python {machine.get('python')}
 - **Corpus**: {corpus.get('articles')} generated articles (seed {corpus.get('seed')}), languages {', '.join(corpus.get('languages', []))}; body {words.get('min')}-{words.get('max')} words, median {words.get('median')}; half as RSS/Atom files, half as JSONL
-- **Settings**: N = {settings.get('articles')}, {settings.get('rounds', 1)} rounds of limit and newsbeam at N, memory run {settings.get('memory_factor')}N, naive on {settings.get('naive_articles')}, heads {settings.get('heads')}, `--max_tokens` {settings.get('max_tokens')}, `--max_batch_tokens` {settings.get('max_batch_tokens')}
+- **Settings**: N = {settings.get('articles')}, {settings.get('rounds', 1)} rounds of limit, int8 limit and newsbeam at N, memory run {settings.get('memory_factor')}N, naive on {settings.get('naive_articles')}, heads {settings.get('heads')}, `--max_tokens` {settings.get('max_tokens')}, `--max_batch_tokens` {settings.get('max_batch_tokens')}
 - **Bench wall time**: {results.get('bench_wall_s')} s
 
 | figure | value | notes |
@@ -440,9 +450,10 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **newsbeam**: `newsbeam run --inputs <corpus> --output <tmp>` with default flags in a child process; articles/s
   = articles / wall time of the whole process (imports and model loading included). Run at N and 5N articles;
   the steady-state rate is (5N - N) / (wall(5N) - wall(N)). Peak RSS is each child's `ru_maxrss` from `os.wait4`.
-- **Rounds**: the machine's speed drifts by 5-10% over minutes, so the limit and newsbeam at N are measured
-  alternately, side by side, `--rounds` times (default 2); their figures (rate, wall time, peak RSS at N) are the
-  means of the rounds, and every round is in `latest.json`. `e2e_vs_limit` is the ratio of the means.
+- **Rounds**: the machine's speed drifts by 5-10% over minutes, so the limit, the int8 limit and newsbeam at N
+  are measured one after the other, `--rounds` times (default 2); their figures (rate, wall time, peak RSS at N)
+  are the means of the rounds, and every round is in `latest.json`. `e2e_vs_limit` and `int8_speedup` are ratios
+  of the means.
 - **naive** (`bench/naive.py`): feedparser + json, then per article py3langid, one encoder pass for the topic head
   and another for the sentiment head, each padded to 512 tokens, batch of one; `pandas.DataFrame.to_parquet(
   partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
