@@ -82,3 +82,20 @@ def test_loading_in_the_background_loads_the_model_once_for_everyone(monkeypatch
     assert code == "fr"
     assert len(loads) == 1
     assert language._identifier() is language._IDENTIFIER is not None
+
+
+def test_letters_are_counted_only_until_there_are_enough():
+    from newsbeam.transforms.language import MIN_LETTERS, _has_letters
+
+    assert _has_letters("a" * MIN_LETTERS, MIN_LETTERS)
+    assert not _has_letters("a" * (MIN_LETTERS - 1) + "1234 — 5678 !!" * 50, MIN_LETTERS)
+    assert _has_letters("12 34 " * 100 + "مرحبا بالعالم كله", MIN_LETTERS)
+    assert detect_language("2024-05-06 12:00 — 1234") == ("und", 0.0)
+
+
+def test_a_long_article_is_judged_on_its_opening():
+    from newsbeam.transforms.language import MAX_CHARS
+
+    english = SAMPLES["en"] + ". " + "The minister said the plan would take effect next year. " * 30
+    assert len(english) > MAX_CHARS
+    assert detect_language(english + " " + SAMPLES["fr"] * 200)[0] == "en"

@@ -15,8 +15,10 @@ from newsbeam.records import Article
 
 UNDETERMINED = "und"
 DEFAULT_MIN_CONFIDENCE = 0.5
-# Enough text to decide; more only costs time on 5 MB bodies.
-MAX_CHARS = 2000
+# Enough text to decide (a headline and the first 150-200 words): on the bench
+# corpus 600, 1,000 and 2,000 characters gave identical codes, and the
+# detector's time grows with the sample.
+MAX_CHARS = 1000
 MIN_LETTERS = 12
 # When the detector hesitates between the feed's declared language and another,
 # the declaration wins if it is at least this close to the top score.
@@ -64,8 +66,7 @@ def detect_language(
     """
     hint = normalise_language_code(hint)
     sample = text[:MAX_CHARS]
-    letters = sum(ch.isalpha() for ch in sample)
-    if letters < MIN_LETTERS:
+    if not _has_letters(sample, MIN_LETTERS):
         return (hint, 0.5) if hint else (UNDETERMINED, 0.0)
     ranking = _identifier().rank(sample)
     best_code, best_score = ranking[0]
@@ -76,6 +77,16 @@ def detect_language(
     if best_score < min_confidence:
         return (hint, float(best_score)) if hint == best_code else (UNDETERMINED, float(best_score))
     return best_code, float(best_score)
+
+
+def _has_letters(text: str, needed: int) -> bool:
+    """At least ``needed`` letters in ``text``; stops as soon as it knows."""
+    for character in text:
+        if character.isalpha():
+            needed -= 1
+            if needed <= 0:
+                return True
+    return False
 
 
 def language_sample(article: Article) -> str:
