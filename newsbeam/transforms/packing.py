@@ -23,7 +23,8 @@ Record = TypeVar("Record")
 
 def pack(record: Any) -> bytes:
     """A dataclass record (fields of str, numbers, None and tuples) as bytes."""
-    fields = dataclasses.astuple(record)
+    # not dataclasses.astuple: it deep-copies every value only for json to read it
+    fields = [getattr(record, field.name) for field in dataclasses.fields(record)]
     text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     return zlib.compress(text.encode("utf-8", "surrogatepass"), COMPRESSION_LEVEL)
 
