@@ -230,7 +230,7 @@ def console_main() -> int:
     """The installed ``newsbeam`` command: ``main`` with the garbage collector
     kept away from start-up and exit, where it only scans objects that live until
     the process ends. Measured on a 1,000-article run: six full collections
-    while importing torch, transformers and Beam (0.5 s) and the collections
+    while importing torch and Beam (0.5 s) and the collections
     during interpreter shutdown (1.1 s), out of 40 s."""
     argv = sys.argv[1:]
     if argv[:1] == ["run"]:
