@@ -143,6 +143,15 @@ def mean_of(summaries: Sequence[dict], *keys: str) -> dict:
     return merged
 
 
+def run_newsbeam(corpus: dict, output: Path, heads_args: list[str]) -> dict:
+    """``newsbeam run`` on ``corpus`` in a child process; its summary, once every article is a row."""
+    run = run_child(newsbeam_argv([str(corpus["dir"])], output, heads_args)).check()
+    rows = len(read_labels(output))
+    if rows != corpus["articles"]:
+        raise RuntimeError(f"newsbeam wrote {rows} rows for {corpus['articles']} articles")
+    return run_summary(run, rows)
+
+
 def measure_limit_and_newsbeam(labeller, texts: Sequence[str], corpus_dirs: dict, work: Path,
                                heads_args: list[str], rounds: int) -> tuple[dict, dict, dict]:
     """The limit, the int8 limit and newsbeam at N, one after the other,
@@ -161,22 +170,15 @@ def measure_limit_and_newsbeam(labeller, texts: Sequence[str], corpus_dirs: dict
         limits.append(measure_limit(labeller, texts))
         with int8_encoder(labeller):
             int8_limits.append(measure_limit(labeller, texts))
-        n_run = run_child(newsbeam_argv([str(small["dir"])], work / f"out_n{number}", heads_args)).check()
-        n_rows = len(read_labels(work / f"out_n{number}"))
-        if n_rows != small["articles"]:
-            raise RuntimeError(f"newsbeam wrote {n_rows} rows for {small['articles']} articles")
-        n_summaries.append(run_summary(n_run, n_rows))
-    large_run = run_child(newsbeam_argv([str(large["dir"])], work / "out_5n", heads_args)).check()
-    large_rows = len(read_labels(work / "out_5n"))
-    if large_rows != large["articles"]:
-        raise RuntimeError(f"newsbeam wrote {large_rows} rows for {large['articles']} articles")
+        n_summaries.append(run_newsbeam(small, work / f"out_n{number}", heads_args))
+    large_summary = run_newsbeam(large, work / "out_5n", heads_args)
     limit, int8_limit = mean_of(limits, "seconds", "articles_per_s"), mean_of(int8_limits, "seconds", "articles_per_s")
     for merged, measured in ((limit, limits), (int8_limit, int8_limits)):
         merged["rounds"] = [{"seconds": one["seconds"], "articles_per_s": one["articles_per_s"]} for one in measured]
     n_summary = mean_of(n_summaries, "wall_s", "articles_per_s", "peak_rss_mb")
     n_summary["rounds"] = n_summaries
-    large_summary = run_summary(large_run, large_rows)
-    extra_articles, extra_seconds = large_rows - n_summary["articles"], large_run.wall_s - n_summary["wall_s"]
+    extra_articles = large_summary["articles"] - n_summary["articles"]
+    extra_seconds = large_summary["wall_s"] - n_summary["wall_s"]
     newsbeam = {
         "n": n_summary,
         "5n": large_summary,
