@@ -1,9 +1,14 @@
-"""release_freed_memory hands fragmented free heap back to the OS."""
+"""How the encoder's process uses glibc's heap (newsbeam.model.memory)."""
+import json
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from newsbeam.model.memory import release_freed_memory
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and mallopt")
 
 
 def resident_mb() -> float:
@@ -13,7 +18,7 @@ def resident_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+@linux_only
 def test_pages_freed_between_live_blocks_go_back_to_the_os():
     # 64 KB blocks stay below glibc's mmap threshold, so they live in the heap;
     # keeping every 16th alive pins the heap's top, so free() alone returns nothing.
@@ -25,3 +30,49 @@ def test_pages_freed_between_live_blocks_go_back_to_the_os():
     after = resident_mb()
     assert before - after > 150, f"RSS {before:.0f} MB -> {after:.0f} MB"
     assert all(len(block) == 64 * 1024 for block in pinned)
+
+
+# Like an encoder batch on a Beam worker thread: blocks of activation sizes
+# allocated, written and freed, round after round. Each page written counts
+# as a page fault only when glibc had given it back to the OS in between.
+ACTIVATIONS_ON_A_THREAD = textwrap.dedent("""
+    import ctypes, json, resource, sys, threading
+    from newsbeam.model.memory import keep_freed_memory_mapped
+    if sys.argv[1] == "kept":
+        assert keep_freed_memory_mapped() is True
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    sizes = [int(mb * 2**20) for mb in (3, 12, 6, 25, 1.5, 9, 18)]
+    faults = []
+    def batches():
+        for _ in range(6):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            blocks = [libc.malloc(size) for size in sizes]
+            for block, size in zip(blocks, sizes):
+                ctypes.memset(block, 1, size)
+            for block in blocks:
+                libc.free(block)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    worker = threading.Thread(target=batches)
+    worker.start()
+    worker.join()
+    print(json.dumps({"faults": faults, "pages": sum(sizes) // 4096}))
+""")
+
+
+def faults_per_round(mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", ACTIVATIONS_ON_A_THREAD, mode], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return json.loads(done.stdout)
+
+
+@linux_only
+def test_freed_activation_memory_stays_mapped_for_the_next_batch():
+    kept = faults_per_round("kept")
+    # the first round maps the memory; later rounds reuse it without faulting it in again
+    assert kept["faults"][0] >= kept["pages"] * 0.9
+    assert max(kept["faults"][1:]) < kept["pages"] * 0.01, kept
+    # glibc's defaults unmap part of it at every round (what the settings are for)
+    default = faults_per_round("default")
+    assert min(default["faults"][1:]) > kept["pages"] * 0.1, default

@@ -23,6 +23,7 @@ import torch
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.bert import masked_mean
 from newsbeam.model.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
+from newsbeam.model.memory import keep_freed_memory_mapped
 
 LOGGER = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
         if torch_threads < 1:
             raise ValueError(f"torch_threads must be positive, got {torch_threads}")
         torch.set_num_threads(torch_threads)
+    keep_freed_memory_mapped()  # the encoder reuses its activation memory; see newsbeam.model.memory
     if name_or_path is None:
         from newsbeam.model.bert import load_bert
         from newsbeam.model.tokenizer import FastTokenizer
