@@ -107,7 +107,12 @@ class ArticleModelHandler(ModelHandler[Article, Article, Any]):
         self.max_batch_articles = max_batch_articles
 
     def load_model(self):
-        return self.config.load()
+        model = self.config.load()
+        # The encoder keeps freed memory mapped (newsbeam.model.memory), so what
+        # the stages before labelling freed goes back to the OS now, not after
+        # the first batch, on top of the model and its activations.
+        release_freed_memory()
+        return model
 
     def estimated_tokens(self, article: Article) -> int:
         characters = len(labelling_text(article))
