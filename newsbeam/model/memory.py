@@ -1,15 +1,16 @@
 """How the encoder's activations use glibc's heap.
 
 Two opposite pulls. Within a batch, the encoder allocates and frees tens of
-megabytes of activations per layer; glibc's defaults hand much of that back
-to the OS at every free (a thread's heap is unmapped once it is empty, the
-main heap is trimmed above 128 KB of free top), so the next layer faults the
-same pages in again. Measured on a 1,000-article run: 1.6-2.4 million page
-faults and 3-3.8 s of system time with glibc's defaults, 0.29 million and 1 s
-with the settings below; the same encoder on a thread took 8% longer with
-the defaults. Across batches,
-the varying sizes fragment the heap, and a long run's RSS creeps up although
-nothing more is alive.
+megabytes of activations per layer, and glibc's defaults hand much of that
+back to the OS as it goes: blocks above its adaptive mmap threshold are
+unmapped when freed, the main heap is trimmed once its free top passes the
+trim threshold, and another thread's heap is unmapped whenever it empties.
+The next layer faults the same pages in again. Measured on a 1,000-article
+run: 1.6-2.4 million page faults and 3-3.8 s of system time with glibc's
+defaults, 0.29 million and 1 s with the settings below; the same encoder on
+a thread took 8% longer with the defaults. Across batches, the varying sizes
+fragment the heap, and a long run's RSS creeps up although nothing more is
+alive.
 
 So the process keeps freed memory mapped while it labels
 (:func:`keep_freed_memory_mapped`), and newsbeam gives the free pages back
