@@ -201,7 +201,9 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
     (``gs://bucket/model/``) which is first copied to the local cache. Only
     safetensors weights and no remote code are ever loaded. ``torch_threads``
     sets torch's intra-op thread count, which is process-wide. ``quantize``
-    and ``int8_peaks``: see :func:`quantize_encoder`.
+    and ``int8_peaks``: see :func:`quantize_encoder`. Loading also sets glibc
+    to keep freed memory mapped, process-wide too
+    (:func:`newsbeam.model.memory.keep_freed_memory_mapped`).
     """
     if torch_threads is not None:
         if torch_threads < 1:
