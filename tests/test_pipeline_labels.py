@@ -1,6 +1,9 @@
 """End to end with the real embedded model: RunInference labels every row."""
 from __future__ import annotations
 
+import importlib
+import logging
+
 import yaml
 
 from tests.pipeline_helpers import SEEDS, assert_accounting, only_manifest, read_rows, run_cli
@@ -63,3 +66,15 @@ def test_labels_under_multi_processing_workers(tmp_path):
     rows = read_rows(output, "topic, sentiment, model")
     assert len(rows) >= 10 and all(r["topic"] and r["sentiment"] and r["model"] for r in rows)
     assert_accounting(only_manifest(output))
+
+
+def test_beams_model_memory_metric_works_without_its_optional_model_manager(caplog):
+    # RunInference measures a loaded model's memory with `resource`, which Beam
+    # drops when its ModelManager can't import (no scipy): a warning per load, and 0.
+    importlib.import_module("newsbeam.transforms.labelling")
+    from apache_beam.ml.inference import base
+
+    with caplog.at_level(logging.WARNING):
+        used = base._get_current_process_memory_in_bytes()
+    assert used > 0
+    assert "Resource module" not in caplog.text

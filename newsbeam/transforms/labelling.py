@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.ml.inference import base as beam_inference
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
@@ -27,6 +29,20 @@ LOGGER = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
 STAGE = "label"
 CHARS_PER_TOKEN_ESTIMATE = 3
+
+
+def _restore_beams_memory_metric() -> None:
+    """Beam imports ``resource`` together with its optional ModelManager, which
+    needs scipy; without scipy it drops both, then logs "Resource module is not
+    available" at every model load and reports the loaded model's memory as 0.
+    The module is there on every POSIX system."""
+    if beam_inference.resource is None and sys.platform != "win32":
+        import resource
+
+        beam_inference.resource = resource
+
+
+_restore_beams_memory_metric()
 
 
 # Estimated tokens of the articles handed to one run_inference call, which
