@@ -62,7 +62,7 @@ ACTIVATION_ROUNDS = textwrap.dedent("""
         worker.join()
     else:
         batches()
-    print(json.dumps({"faults": faults, "pages": sum(sizes) // 4096}))
+    print(json.dumps({"faults": faults}))
 """)
 
 
@@ -75,10 +75,12 @@ def faults_per_round(mode: str, where: str) -> dict:
 @linux_only
 @pytest.mark.parametrize("where", ["main", "thread"])
 def test_freed_activation_memory_stays_mapped_for_the_next_batch(where):
+    # Compared with each run's first round, which faults everything in: with
+    # transparent huge pages a fault may bring in 2 MB instead of 4 KB.
     kept = faults_per_round("kept", where)
-    # the first round maps the memory; later rounds reuse it without faulting it in again
-    assert kept["faults"][0] >= kept["pages"] * 0.9
-    assert max(kept["faults"][1:]) < kept["pages"] * 0.01, kept
+    first, later = kept["faults"][0], kept["faults"][1:]
+    assert first > 0
+    assert max(later) <= first * 0.01, kept  # later rounds reuse what the first mapped
     # glibc's defaults give part of it back at every round (what the settings are for)
     default = faults_per_round("default", where)
-    assert min(default["faults"][1:]) > kept["pages"] * 0.1, default
+    assert min(default["faults"][1:]) >= default["faults"][0] * 0.1, default
