@@ -371,9 +371,11 @@ def render_markdown(results: dict) -> str:
     stages = (results.get("stages") or {}).get("shares", {})
     full_text = results.get("full_text")
     f1 = figures.get("int8_macro_f1_delta_points") or {}
-    def by_round(summary: dict, key: str) -> str:
-        values = [one[key] for one in summary.get("rounds") or ()]
+    def rounds_note(values: Sequence) -> str:
         return f" (rounds: {', '.join(_fmt(value) for value in values)})" if len(values) > 1 else ""
+
+    def by_round(summary: dict, key: str) -> str:
+        return rounds_note([one[key] for one in summary.get("rounds") or ()])
 
     round_ratios = newsbeam.get("e2e_vs_limit_by_round") or []
     rows = [
@@ -388,8 +390,7 @@ def render_markdown(results: dict) -> str:
         ("newsbeam steady state (5N minus N)", f"{_fmt(newsbeam.get('steady_articles_per_s'))} articles/s",
          "fixed per-run costs cancel out"),
         ("**e2e_vs_limit** (target ≥ 0.85)", _fmt(figures.get("e2e_vs_limit")),
-         "whole run at N" + (f" (rounds: {', '.join(_fmt(value) for value in round_ratios)})"
-                             if len(round_ratios) > 1 else "")
+         "whole run at N" + rounds_note(round_ratios)
          + f"; steady state: {_fmt(figures.get('e2e_vs_limit_steady'))}"),
         ("naive loop", f"{_fmt(naive.get('articles_per_s'))} articles/s",
          f"on {naive.get('articles', 'n/a')} articles (per-article rate)"),
