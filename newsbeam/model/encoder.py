@@ -23,7 +23,7 @@ import torch
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.bert import masked_mean
 from newsbeam.model.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
-from newsbeam.model.memory import keep_freed_memory_mapped
+from newsbeam.model.memory import keep_freed_memory_mapped, page_in_weights
 
 LOGGER = logging.getLogger(__name__)
 
@@ -203,7 +203,9 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
     sets torch's intra-op thread count, which is process-wide. ``quantize``
     and ``int8_peaks``: see :func:`quantize_encoder`. Loading also sets glibc
     to keep freed memory mapped, process-wide too
-    (:func:`newsbeam.model.memory.keep_freed_memory_mapped`).
+    (:func:`newsbeam.model.memory.keep_freed_memory_mapped`), and pages in
+    all the weights, so memory does not grow with the vocabulary a run meets
+    (:func:`newsbeam.model.memory.page_in_weights`).
     """
     if torch_threads is not None:
         if torch_threads < 1:
@@ -216,8 +218,8 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
 
         # without transformers: it would add ~2 s to every worker's startup (docs/bench.md)
         folder = ensure_embedded_model(cache_dir)
-        return quantize_encoder(Encoder(load_bert(folder), FastTokenizer.from_folder(folder), EMBEDDED_MODEL_ID),
-                                quantize, int8_peaks)
+        return _resident(quantize_encoder(Encoder(load_bert(folder), FastTokenizer.from_folder(folder),
+                                                  EMBEDDED_MODEL_ID), quantize, int8_peaks))
 
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -230,7 +232,12 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
         source = name_or_path.removeprefix("file://")
     model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    return quantize_encoder(Encoder(model, tokenizer, name_or_path), quantize, int8_peaks)
+    return _resident(quantize_encoder(Encoder(model, tokenizer, name_or_path), quantize, int8_peaks))
+
+
+def _resident(encoder: "Encoder") -> "Encoder":
+    page_in_weights(encoder.model)
+    return encoder
 
 
 def _marked(encoder: "Encoder", quantize: Optional[str]) -> "Encoder":
