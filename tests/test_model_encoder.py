@@ -211,3 +211,41 @@ def test_cache_folder_follows_env_and_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWSBEAM_CACHE", str(tmp_path))
     assert ensure_embedded_model() == expected
     assert (expected / "config.json").read_text() == "already converted"  # not rebuilt
+
+
+def long_texts() -> list[str]:
+    """Texts far past any token budget, in several scripts, plus the cases the
+    cut must get right: no space to cut at, and characters that make no token."""
+    seed = SEED_ARTICLE.read_text(encoding="utf-8")
+    english = "The central bank kept interest rates unchanged on Thursday, citing slowing inflation. "
+    russian = "Сборная России по хоккею вышла в полуфинал после напряжённого матча. "
+    chinese = "台风登陆后，当地学校停课一天，交通部门提醒市民减少出行。"  # no spaces: never cut
+    invisible = " ".join(["\u200b" * 120] * 40)  # zero-width spaces: 4,800 characters, no token
+    return ["passage: " + seed * 3, "passage: " + english * 80, "passage: " + russian * 90,
+            "passage: " + chinese * 120, "passage: " + invisible + " " + english * 40,
+            "passage: " + (english + russian) * 40 + "https://example.org/" + "x" * 3000]
+
+
+@pytest.mark.parametrize("max_tokens", [16, 128, 512])
+def test_long_texts_give_the_tokens_of_the_whole_text(embedded_encoder, max_tokens):
+    texts = long_texts()
+    whole = embedded_encoder.tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    assert embedded_encoder.tokenize(texts, max_tokens) == [list(ids) for ids in whole]
+    assert all(len(ids) == max_tokens for ids in whole)  # every text really is past the budget
+
+
+def test_only_a_head_of_a_long_text_is_tokenised(embedded_encoder, monkeypatch):
+    from newsbeam.model.encoder import CHARS_PER_TOKEN_BOUND
+
+    seen: list[int] = []
+    tokenizer = embedded_encoder.tokenizer
+
+    def recording(texts, **kwargs):
+        seen.extend(map(len, texts))
+        return tokenizer(texts, **kwargs)
+
+    monkeypatch.setattr(embedded_encoder, "tokenizer", recording)
+    texts = long_texts()
+    embedded_encoder.tokenize(texts[:3], 128)
+    assert min(map(len, texts[:3])) > 5_000
+    assert len(seen) == 3 and max(seen) <= 128 * CHARS_PER_TOKEN_BOUND

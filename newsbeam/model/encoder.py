@@ -35,6 +35,21 @@ _UNSET_MODEL_MAX_LENGTH = 1_000_000
 _OFFSET_POSITION_MODELS = frozenset({"roberta", "xlm-roberta", "camembert"})
 
 
+# The most characters one token stands for in XLM-R's vocabulary (its longest
+# pieces). Beyond ``max_tokens`` times this, text is never read, yet tokenising
+# it cost time and memory: measured on 256 articles cut at 6,000 characters,
+# 0.21 s and 80 MB, against 0.08 s at 2,048.
+CHARS_PER_TOKEN_BOUND = 16
+
+
+def cut_at_space(text: str, max_chars: int) -> str:
+    """``text`` cut at its last space within ``max_chars``; whole if it has none there."""
+    if len(text) <= max_chars:
+        return text
+    space = text.rfind(" ", 0, max_chars + 1)
+    return text[:space] if space > 0 else text
+
+
 class Encoder:
     """A transformer encoder and its tokenizer, for mean-pooled embeddings."""
 
@@ -61,8 +76,23 @@ class Encoder:
         if not texts:
             return []
         limit = min(max_tokens, self.max_tokens_limit)
+        texts = list(texts)
+        heads = [cut_at_space(text, limit * CHARS_PER_TOKEN_BOUND) for text in texts]
+        token_ids = self._truncated_ids(heads, limit)
+        # A head that filled the budget gave the full text's tokens: it ends at a
+        # space, and tokenizers split words there. One that did not (characters
+        # that make no token) is tokenised again whole.
+        short = [row for row, (head, ids) in enumerate(zip(heads, token_ids))
+                 if len(ids) < limit and len(head) < len(texts[row])]
+        for row, ids in zip(short, self._truncated_ids([texts[row] for row in short], limit)):
+            token_ids[row] = ids
+        return token_ids
+
+    def _truncated_ids(self, texts: list[str], limit: int) -> list[list[int]]:
+        if not texts:
+            return []
         with self._tokenizer_lock:  # the fast tokenizer mutates its truncation state per call
-            encoded = self.tokenizer(list(texts), truncation=True, max_length=limit, add_special_tokens=True)
+            encoded = self.tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)
         return [list(ids) for ids in encoded["input_ids"]]
 
     def count_unknown(self, ids: Sequence[int]) -> int:
