@@ -1,4 +1,4 @@
-"""How the encoder's activations use glibc's heap.
+"""How the encoder uses memory: glibc's heap for activations, mapped files for weights.
 
 Two opposite pulls. Within a batch, the encoder allocates and frees tens of
 megabytes of activations per layer, and glibc's defaults hand much of that
