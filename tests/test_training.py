@@ -100,6 +100,8 @@ def test_train_heads_command_writes_small_heads_that_separate_the_toy_set(traine
     assert head_set.heads["topic"].labels == load_taxonomy().topic_ids
     assert head_set.heads["topic"].metadata["label_counts"]["sport"] == 40
     assert head_set.heads["topic"].metadata["label_counts"]["weather"] == 40
+    # own training data: the recipe's held-out sets don't apply, so no temperature is fitted
+    assert head_set.heads["topic"].temperature == 1.0 and "temperature_fit" not in head_set.heads["topic"].metadata
     assert (trained_heads / "heads.safetensors").stat().st_size < 200_000
 
     labeller = load_labeller(encoder=tiny_encoder_path, heads=str(trained_heads), max_tokens=32)
@@ -179,6 +181,33 @@ def test_fit_head_linear_and_mlp_separate_gaussian_blobs():
         accuracy = np.mean(head.logits(pooled).argmax(axis=1) == label_ids)
         assert accuracy > 0.95, (hidden, accuracy)
         assert head.metadata["kind"] == ("linear" if hidden == 0 else "mlp")
+
+
+def test_fit_temperature_recovers_the_temperature_labels_were_drawn_at():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(20_000, 5))
+    scaled = logits / 2.5
+    probabilities = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(5, p=row) for row in probabilities])
+    assert training.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    # labels the logits always get right: sharper is better, so the fitted temperature falls below 1
+    assert training.fit_temperature(logits, logits.argmax(axis=1)) < 0.5
+
+
+def test_temperature_softens_scores_without_changing_the_best_label():
+    from newsbeam.model.heads import Head
+
+    rng = np.random.default_rng(1)
+    base = Head(task="sentiment", labels=("negative", "neutral", "positive"), layers=(1,), mean=np.zeros(4),
+                scale=np.ones(4), weights=(rng.normal(size=(4, 3)),), biases=(np.zeros(3),))
+    softer = Head(**{**base.__dict__, "temperature": 3.0})
+    pooled = rng.normal(size=(50, 1, 4)).astype(np.float32)
+    sharp, soft = base.probabilities(pooled), softer.probabilities(pooled)
+    assert (sharp.argmax(axis=1) == soft.argmax(axis=1)).all()
+    assert (soft.max(axis=1) <= sharp.max(axis=1) + 1e-7).all() and soft.max(axis=1).mean() < sharp.max(axis=1).mean()
+    with pytest.raises(ValueError, match="temperature"):
+        Head(**{**base.__dict__, "temperature": 0.0})
 
 
 def test_resolve_layers_accepts_negative_indices_and_rejects_out_of_range():

@@ -224,13 +224,16 @@ def copy_remote_folder(url: str, cache_dir: Optional[str | os.PathLike] = None) 
 
 def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str | os.PathLike] = None,
                  torch_threads: Optional[int] = None, quantize: Optional[str] = None,
-                 int8_peaks: Optional[Mapping[str, np.ndarray]] = None) -> Encoder:
+                 int8_peaks: Optional[Mapping[str, np.ndarray]] = None,
+                 weight_deltas: Optional[Mapping[str, np.ndarray]] = None) -> Encoder:
     """Load an :class:`Encoder`.
 
     ``None`` gives the embedded multilingual-e5-small (converted on first use
     into ``cache_dir``); otherwise a hub id, a local folder, or a remote folder
     (``gs://bucket/model/``) which is first copied to the local cache. Only
-    safetensors weights and no remote code are ever loaded. ``torch_threads``
+    safetensors weights and no remote code are ever loaded. ``weight_deltas``
+    (a fine-tuned head set's, :mod:`newsbeam.model.adaptation`) are added to
+    the weights before anything else. ``torch_threads``
     sets torch's intra-op thread count, which is process-wide. ``quantize``
     and ``int8_peaks``: see :func:`quantize_encoder`. Loading also sets glibc
     to keep freed memory mapped, process-wide too
@@ -249,8 +252,9 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
 
         # without transformers: it would add ~2 s to every worker's startup (docs/bench.md)
         folder = ensure_embedded_model(cache_dir)
-        return _resident(quantize_encoder(Encoder(load_bert(folder), FastTokenizer.from_folder(folder),
-                                                  EMBEDDED_MODEL_ID), quantize, int8_peaks))
+        model = _adapted(load_bert(folder), weight_deltas)
+        return _resident(quantize_encoder(Encoder(model, FastTokenizer.from_folder(folder), EMBEDDED_MODEL_ID),
+                                          quantize, int8_peaks))
 
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -261,9 +265,18 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
         source = str(copy_remote_folder(name_or_path, cache_dir))
     else:
         source = name_or_path.removeprefix("file://")
-    model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+    model = _adapted(AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False,
+                                               dtype=torch.float32), weight_deltas)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     return _resident(quantize_encoder(Encoder(model, tokenizer, name_or_path), quantize, int8_peaks))
+
+
+def _adapted(model, weight_deltas: Optional[Mapping[str, np.ndarray]]):
+    if weight_deltas:
+        from newsbeam.model.adaptation import apply_weight_deltas
+
+        apply_weight_deltas(model, weight_deltas)
+    return model
 
 
 def _resident(encoder: "Encoder") -> "Encoder":

@@ -9,8 +9,10 @@ encoder for the union of the layers its heads read.
 On disk a head set is two files in one folder: ``heads.json`` (version,
 encoder id, token budget, and per task its labels, layers and shapes) and
 ``heads.safetensors`` (``<task>.mean``/``<task>.scale`` in float32, dense
-weights in float16, and ``int8_peaks.<layer>`` in float16: the int8
-calibration of the encoder they were trained on). Nothing is unpickled. The folder may be local or remote
+weights in float16, ``int8_peaks.<layer>`` in float16: the int8
+calibration of the encoder they were trained on, and ``encoder_delta.*`` in
+float16 where ``train-heads`` fine-tuned the encoder: the low-rank change to
+its weights that the heads expect, :mod:`newsbeam.model.adaptation`). Nothing is unpickled. The folder may be local or remote
 (gs://...).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors_bytes
 from safetensors.numpy import save as save_safetensors_bytes
 
+from newsbeam.model.adaptation import DELTA_PREFIX
 from newsbeam.model.taxonomy import SEEDS_DIR, read_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -49,8 +52,12 @@ class Head:
     weights: tuple[np.ndarray, ...]  # (features, hidden) ... (hidden, labels)
     biases: tuple[np.ndarray, ...]
     metadata: Mapping[str, object] = field(default_factory=dict)  # how it was trained, dev scores
+    # softmax temperature fitted on held-out rows, so scores read as probabilities; argmax unchanged
+    temperature: float = 1.0
 
     def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"head {self.task!r}: temperature must be positive, got {self.temperature}")
         if len(self.weights) != len(self.biases) or not self.weights:
             raise ValueError(f"head {self.task!r} needs matching, non-empty weights and biases")
         width = self.mean.shape[0]
@@ -87,7 +94,7 @@ class Head:
         return values
 
     def probabilities(self, pooled: np.ndarray, pooled_layers: Optional[tuple[int, ...]] = None) -> np.ndarray:
-        return softmax(self.logits(pooled, pooled_layers))
+        return softmax(self.logits(pooled, pooled_layers) / self.temperature)
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,9 @@ class HeadSet:
     # of the training texts: what --quantize int8 calibrates with (newsbeam.model.int8)
     int8_peaks: Optional[Mapping[str, np.ndarray]] = None
     int8_calibration: Mapping[str, object] = field(default_factory=dict)
+    # the change to the encoder's weights the heads were trained with (fine-tuning), or None
+    encoder_deltas: Optional[Mapping[str, np.ndarray]] = None
+    fine_tuning: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -134,10 +144,13 @@ def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
             "layers": list(head.layers),
             "dense_layers": len(head.weights),
             "feature_width": head.feature_width,
+            "temperature": head.temperature,
             "metadata": dict(head.metadata),
         }
     for name, peak in (head_set.int8_peaks or {}).items():
         tensors[f"{INT8_PEAKS_PREFIX}{name}"] = np.ascontiguousarray(peak, dtype=np.float16)
+    for name, delta in (head_set.encoder_deltas or {}).items():
+        tensors[f"{DELTA_PREFIX}{name}"] = np.ascontiguousarray(delta, dtype=np.float16)
     document = {
         "format": FORMAT_VERSION,
         "version": head_set.version,
@@ -147,6 +160,7 @@ def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
         "taxonomy_sha256": head_set.taxonomy_digest,
         "tasks": tasks,
         "int8_calibration": dict(head_set.int8_calibration) if head_set.int8_peaks else None,
+        "fine_tuning": dict(head_set.fine_tuning) if head_set.encoder_deltas else None,
     }
     (folder / HEADS_WEIGHTS).write_bytes(save_safetensors_bytes(tensors, metadata={"format": "np"}))
     (folder / HEADS_JSON).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -173,6 +187,7 @@ def load_heads(folder: Optional[str] = None) -> HeadSet:
             weights=tuple(tensors[f"{task}.dense{i}.weight"].astype(np.float32) for i in range(count)),
             biases=tuple(tensors[f"{task}.dense{i}.bias"].astype(np.float32) for i in range(count)),
             metadata=spec.get("metadata", {}),
+            temperature=float(spec.get("temperature", 1.0)),
         )
     return HeadSet(
         version=document["version"],
@@ -184,4 +199,7 @@ def load_heads(folder: Optional[str] = None) -> HeadSet:
         int8_peaks={name[len(INT8_PEAKS_PREFIX):]: tensor.astype(np.float32) for name, tensor in tensors.items()
                     if name.startswith(INT8_PEAKS_PREFIX)} or None,
         int8_calibration=document.get("int8_calibration") or {},
+        encoder_deltas={name[len(DELTA_PREFIX):]: tensor.astype(np.float32) for name, tensor in tensors.items()
+                        if name.startswith(DELTA_PREFIX)} or None,
+        fine_tuning=document.get("fine_tuning") or {},
     )

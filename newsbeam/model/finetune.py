@@ -1,0 +1,268 @@
+"""Fine-tune the encoder's top layers together with the heads (``train-heads``).
+
+The recipe is "linear probe, then fine-tune" (LP-FT, Kumar et al. 2022): the
+heads are first fitted on the frozen encoder's features, then the encoder
+layers above ``from_layer`` and the heads are trained jointly, every task's
+batches interleaved, so one encoder still serves both heads. Starting from
+fitted heads keeps the first steps from tearing up the pretrained features.
+
+The layers below ``from_layer`` stay frozen, so their output is computed once
+per text and kept (float16): each step runs only the trainable layers, which
+makes a few epochs fit two CPU cores (docs/labels.md: about 7 minutes an
+epoch for 26k texts with six trainable layers).
+
+Only newsbeam's own BERT (the embedded model) is fine-tuned: it exposes its
+layers as plain modules called ``layer(hidden, attend)``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from newsbeam.model.adaptation import apply_weight_deltas, low_rank_deltas
+from newsbeam.model.bert import BertModel, masked_mean
+from newsbeam.model.heads import Head
+
+LOGGER = logging.getLogger(__name__)
+
+# rows of a chunk are sorted by length before being cut into batches, so
+# batches pad little yet still come in random order
+LENGTH_SORT_CHUNK_BATCHES = 50
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """How ``train-heads`` fine-tunes; the defaults built the shipped heads."""
+
+    from_layer: int = 6  # hidden-state index: the layers above it are trained
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    batch_size: int = 32
+    rank: int = 32  # of each shipped weight delta (newsbeam.model.adaptation)
+    seed: int = 0
+
+    def __post_init__(self):
+        # checked before any training: a bad rank found after 20 minutes of it wastes them
+        if self.epochs < 0 or self.from_layer < 0:
+            raise ValueError(f"fine-tuning epochs and from_layer must be >= 0, got {self.epochs}, {self.from_layer}")
+        if self.rank < 1 or self.batch_size < 1:
+            raise ValueError(f"fine-tuning rank and batch size must be >= 1, got {self.rank}, {self.batch_size}")
+        if not (self.learning_rate > 0 and self.head_learning_rate > 0):
+            raise ValueError(f"fine-tuning learning rates must be positive, got {self.learning_rate}, "
+                             f"{self.head_learning_rate}")
+
+    def describe(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TaskRows:
+    """One task's training rows, tokenised, with the head fitted on frozen features."""
+
+    head: Head
+    token_ids: Sequence[Sequence[int]]
+    label_ids: np.ndarray
+    weights: np.ndarray
+
+
+def can_fine_tune(model) -> bool:
+    return isinstance(model, BertModel)
+
+
+def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTuneSettings,
+              pad_id: int = 1, max_batch_tokens: int = 8192) -> tuple[dict[str, Head], dict[str, np.ndarray]]:
+    """Train ``model``'s layers above ``settings.from_layer`` and the heads.
+
+    Returns the tuned heads and the encoder's weight deltas at
+    ``settings.rank``; ``model`` is left with exactly those deltas applied,
+    as a labeller loading the heads will have it.
+    """
+    num_layers = model.config.num_hidden_layers
+    if not 0 <= settings.from_layer < num_layers:
+        raise ValueError(f"from_layer must be in 0..{num_layers - 1}, got {settings.from_layer}")
+    for task, rows in tasks.items():
+        if min(rows.head.layers) < settings.from_layer:
+            raise ValueError(f"the {task} head reads layer {min(rows.head.layers)}, below the first "
+                             f"trained layer's input {settings.from_layer}")
+    torch.manual_seed(settings.seed)
+    shuffler = random.Random(settings.seed)
+    started = time.perf_counter()
+    states = {task: frozen_states(model, rows.token_ids, settings.from_layer, pad_id, max_batch_tokens)
+              for task, rows in tasks.items()}
+    LOGGER.info("fine-tune: frozen layers run once in %.0fs", time.perf_counter() - started)
+
+    trained = [model.encoder.layer[index] for index in range(settings.from_layer, num_layers)]
+    names = {name for name, _ in model.named_parameters()
+             if any(name.startswith(f"encoder.layer.{index}.") for index in range(settings.from_layer, num_layers))}
+    original = {name: parameter.detach().clone() for name, parameter in model.named_parameters() if name in names}
+    networks = torch.nn.ModuleDict({task: HeadNetwork(rows.head) for task, rows in tasks.items()})
+    encoder_parameters = [parameter for layer in trained for parameter in layer.parameters()]
+    for parameter in encoder_parameters:
+        parameter.data = parameter.data.clone()  # never train in pages of the mapped checkpoint
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in encoder_parameters:
+        parameter.requires_grad_(True)
+    optimiser = torch.optim.AdamW([
+        {"params": encoder_parameters, "lr": settings.learning_rate, "weight_decay": settings.weight_decay},
+        {"params": list(networks.parameters()), "lr": settings.head_learning_rate,
+         "weight_decay": settings.weight_decay}])
+    steps_per_epoch = len(_batches(tasks, states, settings.batch_size, random.Random(0)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, warmup_then_linear_decay(steps_per_epoch * settings.epochs, settings.warmup_fraction))
+
+    model.train()
+    networks.train()
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            total, count = 0.0, 0
+            for task, batch in _batches(tasks, states, settings.batch_size, shuffler):
+                rows = tasks[task]
+                features = upper_features(model, [states[task][i] for i in batch], settings.from_layer,
+                                          rows.head.layers)
+                losses = torch.nn.functional.cross_entropy(
+                    networks[task](features), torch.as_tensor(rows.label_ids[batch], dtype=torch.long),
+                    reduction="none")
+                loss = (losses * torch.as_tensor(rows.weights[batch], dtype=torch.float32)).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(encoder_parameters, 1.0)
+                optimiser.step()
+                schedule.step()
+                total, count = total + loss.item(), count + 1
+            LOGGER.info("fine-tune epoch %d/%d: mean loss %.4f (%.0fs)", epoch, settings.epochs,
+                        total / max(count, 1), time.perf_counter() - started)
+    finally:
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+
+    tuned = {name: parameter.detach().clone() for name, parameter in model.named_parameters() if name in names}
+    deltas = low_rank_deltas(original, tuned, settings.rank)
+    parameters = dict(model.named_parameters())
+    for name, value in original.items():
+        parameters[name].data = value
+    apply_weight_deltas(model, deltas)
+    heads = {task: networks[task].to_head(rows.head, settings) for task, rows in tasks.items()}
+    return heads, deltas
+
+
+def warmup_then_linear_decay(total_steps: int, warmup_fraction: float):
+    """The learning-rate factor per step: a linear rise over the warm-up, then a linear fall to 0."""
+    warmup = max(1, int(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def frozen_states(model: BertModel, token_ids: Sequence[Sequence[int]], layer: int, pad_id: int,
+                  max_batch_tokens: int) -> list[torch.Tensor]:
+    """Each text's hidden state after ``layer`` (0 = embeddings), unpadded, float16."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    states: list[torch.Tensor] = [torch.empty(0)] * len(token_ids)
+    position = 0
+    with torch.inference_mode():
+        while position < len(order):
+            # ascending lengths: the last row of a batch sets its padded length
+            end = position + 1
+            while end < len(order) and (end + 1 - position) * len(token_ids[order[end]]) <= max_batch_tokens:
+                end += 1
+            batch = order[position:end]
+            position = end
+            input_ids, mask = _padded(token_ids, batch, pad_id)
+            hidden = None
+            for hidden in model._hidden_states(input_ids, mask, layer):
+                pass
+            for row, index in enumerate(batch):
+                states[index] = hidden[row, :len(token_ids[index])].to(torch.float16).clone()
+    return states
+
+
+def upper_features(model: BertModel, states: Sequence[torch.Tensor], from_layer: int,
+                   layers: Sequence[int]) -> torch.Tensor:
+    """Run the layers above ``from_layer`` on ``states`` and concatenate the
+    masked means of ``layers``: the features a head reads, (batch, len(layers) * hidden)."""
+    longest = max(state.shape[0] for state in states)
+    hidden = torch.zeros(len(states), longest, states[0].shape[1])
+    mask = torch.zeros(len(states), longest, dtype=torch.long)
+    for row, state in enumerate(states):
+        hidden[row, :state.shape[0]] = state.float()
+        mask[row, :state.shape[0]] = 1
+    attend = mask[:, None, None, :].bool()
+    pooled = {from_layer: masked_mean(hidden, mask)} if from_layer in layers else {}
+    for index in range(from_layer + 1, max(layers) + 1):
+        hidden = model.encoder.layer[index - 1](hidden, attend)
+        if index in layers:
+            pooled[index] = masked_mean(hidden, mask)
+    return torch.cat([pooled[index] for index in layers], dim=1)
+
+
+class HeadNetwork(torch.nn.Module):
+    """A :class:`Head` as a trainable module: fixed standardisation, its dense
+    layers with ReLU between, dropout as ``train-heads`` fits MLPs."""
+
+    def __init__(self, head: Head):
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(np.asarray(head.mean, dtype=np.float32)))
+        self.register_buffer("scale", torch.from_numpy(np.asarray(head.scale, dtype=np.float32)))
+        self.dense = torch.nn.ModuleList()
+        for weight, bias in zip(head.weights, head.biases):
+            linear = torch.nn.Linear(*weight.shape)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(np.asarray(weight, dtype=np.float32).T))
+                linear.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float32)))
+            self.dense.append(linear)
+        self.input_dropout = torch.nn.Dropout(0.2)
+        self.hidden_dropout = torch.nn.Dropout(0.3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = self.input_dropout((features - self.mean) / self.scale)
+        for index, linear in enumerate(self.dense):
+            if index:
+                hidden = self.hidden_dropout(torch.relu(hidden))
+            hidden = linear(hidden)
+        return hidden
+
+    def to_head(self, head: Head, settings: FineTuneSettings) -> Head:
+        return Head(**{**head.__dict__,
+                       "weights": tuple(linear.weight.detach().numpy().T.copy() for linear in self.dense),
+                       "biases": tuple(linear.bias.detach().numpy().copy() for linear in self.dense),
+                       "metadata": {**head.metadata, "fine_tuned": settings.describe()}})
+
+
+def _padded(token_ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int):
+    longest = max(len(token_ids[index]) for index in batch)
+    input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    for row, index in enumerate(batch):
+        input_ids[row, :len(token_ids[index])] = torch.as_tensor(list(token_ids[index]), dtype=torch.long)
+        mask[row, :len(token_ids[index])] = 1
+    return input_ids, mask
+
+
+def _batches(tasks: Mapping[str, TaskRows], states: Mapping[str, list], batch_size: int,
+             shuffler: random.Random) -> list[tuple[str, list[int]]]:
+    """One epoch: every row once, in single-task batches of similar lengths, tasks interleaved."""
+    batches = []
+    for task, rows in tasks.items():
+        order = list(range(len(rows.label_ids)))
+        shuffler.shuffle(order)
+        chunk_rows = batch_size * LENGTH_SORT_CHUNK_BATCHES
+        for start in range(0, len(order), chunk_rows):
+            chunk = sorted(order[start:start + chunk_rows], key=lambda i: states[task][i].shape[0])
+            batches += [(task, chunk[at:at + batch_size]) for at in range(0, len(chunk), batch_size)]
+    shuffler.shuffle(batches)
+    return batches

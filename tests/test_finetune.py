@@ -1,0 +1,199 @@
+"""Fine-tuning the encoder with the heads, and the low-rank weight deltas that
+ship with them: on a tiny random BERT saved to tmp_path (no network)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from newsbeam.model import training
+from newsbeam.model.adaptation import DOWN, UP, apply_weight_deltas, low_rank_deltas
+from newsbeam.model.bert import load_bert
+from newsbeam.model.finetune import FineTuneSettings, TaskRows, fine_tune, upper_features, warmup_then_linear_decay
+from newsbeam.model.heads import load_heads, save_heads
+from newsbeam.model.taxonomy import load_taxonomy
+from tests.test_training import (HAPPY_WORDS, SAD_WORDS, SPORT_WORDS, WEATHER_WORDS, save_tiny_bert, toy_sentences,
+                                 write_jsonl, write_toy_sets)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-ft"))
+
+
+def own_bert_encoder(path: str):
+    """The tiny checkpoint as newsbeam's own BERT (the class fine-tuning trains), with its tokenizer."""
+    from newsbeam.model.encoder import load_encoder
+
+    encoder = load_encoder(path)
+    encoder.model = load_bert(path)
+    return encoder
+
+
+def parameters(model) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.named_parameters()}
+
+
+def test_low_rank_deltas_are_exact_at_the_true_rank_and_best_below_it():
+    generator = torch.Generator().manual_seed(0)
+    original = {"w": torch.randn(12, 8, generator=generator), "b": torch.randn(12, generator=generator)}
+    change = torch.randn(12, 2, generator=generator) @ torch.randn(2, 8, generator=generator)
+    tuned = {"w": original["w"] + change, "b": original["b"] + 0.5}
+
+    exact = low_rank_deltas(original, tuned, rank=2)
+    assert exact["w" + UP].shape == (12, 2) and exact["w" + DOWN].shape == (2, 8)
+    np.testing.assert_allclose(exact["w" + UP] @ exact["w" + DOWN], change.numpy(), atol=1e-5)
+    np.testing.assert_allclose(exact["b"], np.full(12, 0.5), atol=1e-6)
+
+    rank_one = low_rank_deltas(original, tuned, rank=1)
+    singular = torch.linalg.svdvals(change)
+    error = np.linalg.norm(rank_one["w" + UP] @ rank_one["w" + DOWN] - change.numpy())
+    assert error == pytest.approx(float(singular[1]), rel=1e-4)  # Eckart-Young: the best rank-1 fit
+
+
+def test_apply_weight_deltas_adds_to_the_named_parameters_and_refuses_misfits(tiny_path):
+    model = load_bert(tiny_path)
+    before = parameters(model)
+    name = "encoder.layer.2.intermediate.dense.weight"
+    up, down = np.ones((64, 1), np.float32), np.full((1, 32), 0.25, np.float32)
+    apply_weight_deltas(model, {name + UP: up, name + DOWN: down, "encoder.layer.2.output.LayerNorm.bias":
+                                np.full(32, -1.0, np.float32)})
+    after = parameters(model)
+    np.testing.assert_allclose((after[name] - before[name]).numpy(), np.full((64, 32), 0.25), atol=1e-6)
+    np.testing.assert_allclose((after["encoder.layer.2.output.LayerNorm.bias"]
+                                - before["encoder.layer.2.output.LayerNorm.bias"]).numpy(), -1.0, atol=1e-6)
+    unchanged = [key for key in before if key not in (name, "encoder.layer.2.output.LayerNorm.bias")]
+    assert all(torch.equal(before[key], after[key]) for key in unchanged)
+
+    with pytest.raises(ValueError, match="does not have"):
+        apply_weight_deltas(model, {"encoder.layer.9.output.dense.bias": np.zeros(32, np.float32)})
+    with pytest.raises(ValueError, match="shape"):
+        apply_weight_deltas(model, {name + UP: up[:10], name + DOWN: down})
+
+
+@pytest.mark.parametrize("bad", [{"rank": 0}, {"epochs": -1}, {"batch_size": 0}, {"learning_rate": 0.0}])
+def test_bad_fine_tuning_settings_fail_before_any_training(bad):
+    with pytest.raises(ValueError, match="fine-tuning"):
+        FineTuneSettings(**bad)
+
+
+def test_learning_rate_rises_over_the_warmup_then_falls_to_zero():
+    factor = warmup_then_linear_decay(100, 0.1)
+    assert [factor(step) for step in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(100) == 0.0
+
+
+def toy_task_rows(encoder, heads_by_task, texts_by_task, labels_by_task):
+    return {task: TaskRows(heads_by_task[task], encoder.tokenize(["passage: " + text for text in texts], 32),
+                           np.asarray(labels_by_task[task]), np.ones(len(texts)))
+            for task, texts in texts_by_task.items()}
+
+
+def weighted_loss(model, network_heads, rows: TaskRows, from_layer: int) -> float:
+    from newsbeam.model.finetune import HeadNetwork, frozen_states
+
+    states = frozen_states(model, rows.token_ids, from_layer, pad_id=0, max_batch_tokens=4096)
+    with torch.inference_mode():
+        logits = HeadNetwork(network_heads).eval()(upper_features(model, states, from_layer, network_heads.layers))
+        return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(rows.label_ids)).item())
+
+
+def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_deltas(tiny_path):
+    encoder = own_bert_encoder(tiny_path)
+    model = encoder.model
+    before = parameters(model)
+    taxonomy = load_taxonomy()
+    texts = toy_sentences(SPORT_WORDS, 24, 1) + toy_sentences(WEATHER_WORDS, 24, 2)
+    labels = taxonomy.topic_ids
+    targets = [labels.index("sport")] * 24 + [labels.index("weather")] * 24
+    pooled = encoder.pooled_layers(encoder.tokenize(["passage: " + t for t in texts], 32), (1, 2, 3))
+    probe = training.fit_head("topic", labels, (1, 2, 3), pooled, np.asarray(targets), np.ones(48),
+                              l2=0.01, hidden=16, epochs=5)
+    rows = toy_task_rows(encoder, {"topic": probe}, {"topic": texts}, {"topic": targets})
+    loss_before = weighted_loss(model, probe, rows["topic"], 1)
+
+    settings = FineTuneSettings(from_layer=1, epochs=4, learning_rate=1e-3, head_learning_rate=1e-3,
+                                batch_size=8, rank=3)
+    heads, deltas = fine_tune(model, rows, settings, pad_id=encoder.pad_id)
+
+    after = parameters(model)
+    frozen = [name for name in before if not name.startswith(("encoder.layer.1.", "encoder.layer.2."))]
+    assert frozen and all(torch.equal(before[name], after[name]) for name in frozen)
+    trained = [name for name in before if name not in frozen]
+    assert all(not torch.equal(before[name], after[name]) for name in trained)
+    for name in trained:  # the model holds base + the shipped deltas, nothing more
+        change = (after[name] - before[name]).numpy()
+        if change.ndim == 2:
+            assert deltas[name + UP].shape[1] == 3 and np.linalg.matrix_rank(change, tol=1e-5) <= 3
+            np.testing.assert_allclose(change, deltas[name + UP] @ deltas[name + DOWN], atol=1e-5)
+        else:
+            np.testing.assert_allclose(change, deltas[name], atol=1e-6)
+    assert heads["topic"].metadata["fine_tuned"]["rank"] == 3
+    assert weighted_loss(model, heads["topic"], rows["topic"], 1) < loss_before
+
+
+def test_fine_tune_refuses_heads_reading_below_the_trained_layers(tiny_path):
+    encoder = own_bert_encoder(tiny_path)
+    texts = toy_sentences(SPORT_WORDS, 4, 1)
+    pooled = encoder.pooled_layers(encoder.tokenize(texts, 32), (0, 3))
+    probe = training.fit_head("topic", ("sport", "weather"), (0, 3), pooled, np.zeros(4, int), np.ones(4))
+    rows = toy_task_rows(encoder, {"topic": probe}, {"topic": texts}, {"topic": [0] * 4})
+    with pytest.raises(ValueError, match="reads layer 0"):
+        fine_tune(encoder.model, rows, FineTuneSettings(from_layer=1, epochs=1))
+
+
+def test_fine_tuned_heads_round_trip_and_the_labeller_applies_their_deltas(tiny_path, tmp_path):
+    """train_heads on newsbeam's BERT; the saved heads carry the deltas; a
+    labeller loading that checkpoint (through transformers, the same
+    parameter names) ends up with the same weights and labels the toy sets."""
+    from newsbeam.model.labeller import load_labeller
+
+    topic_file, sentiment_file = write_toy_sets(tmp_path)
+    (tmp_path / "map.json").write_text('{"football": "sport", "meteo": "weather"}')
+    encoder = own_bert_encoder(tiny_path)
+    held_out = write_jsonl(tmp_path / "held_out.jsonl",
+                           [{"text": t, "label": "positive"} for t in toy_sentences(HAPPY_WORDS, 15, 61)]
+                           + [{"text": t, "label": "negative"} for t in toy_sentences(SAD_WORDS, 15, 62)])
+    head_set = training.train_heads(
+        encoder, load_taxonomy(), {"topic": [f"{topic_file}@{tmp_path / 'map.json'}"], "sentiment": [sentiment_file]},
+        layers={"topic": (1, 3), "sentiment": (3,)}, max_tokens=32, version="heads-toy-ft",
+        fine_tuning=FineTuneSettings(from_layer=1, epochs=2, rank=4, batch_size=8),
+        temperature_data={"sentiment": [held_out]})
+    assert head_set.fine_tuning["rank"] == 4 and head_set.encoder_deltas
+    assert head_set.heads["topic"].temperature == 1.0  # no held-out topic rows given
+    sentiment = head_set.heads["sentiment"]
+    assert sentiment.temperature != 1.0 and sentiment.metadata["temperature_fit"]["rows"] == 30
+    folder = save_heads(head_set, tmp_path / "heads")
+    loaded = load_heads(str(folder))
+    assert loaded.fine_tuning == head_set.fine_tuning
+    assert set(loaded.encoder_deltas) == set(head_set.encoder_deltas)
+    assert loaded.heads["sentiment"].temperature == pytest.approx(sentiment.temperature)
+
+    labeller = load_labeller(encoder=tiny_path, heads=str(folder), max_tokens=32)
+    served = dict(labeller.encoder.model.named_parameters())
+    for name, value in encoder.model.named_parameters():  # float16 on disk: close, not bit-equal
+        np.testing.assert_allclose(served[name].detach().numpy(), value.detach().numpy(), atol=2e-3)
+    sport, weather = toy_sentences(SPORT_WORDS, 10, 91), toy_sentences(WEATHER_WORDS, 10, 92)
+    assert [label.topic for label in labeller.label_texts(sport + weather)] == ["sport"] * 10 + ["weather"] * 10
+    happy, sad = toy_sentences(HAPPY_WORDS, 10, 93), toy_sentences(SAD_WORDS, 10, 94)
+    assert [label.sentiment for label in labeller.label_texts(happy + sad)] == ["positive"] * 10 + ["negative"] * 10
+
+    # another encoder's heads: the deltas are not applied
+    plain = load_labeller(encoder=tiny_path, max_tokens=32)
+    untouched = dict(load_bert(tiny_path).named_parameters())
+    name = "encoder.layer.2.output.dense.weight"
+    assert torch.equal(dict(plain.encoder.model.named_parameters())[name].detach(), untouched[name].detach())
+
+
+def test_train_heads_keeps_a_transformers_encoder_frozen(tmp_path, tiny_path, caplog):
+    from newsbeam.model.encoder import load_encoder
+
+    topic_file, sentiment_file = write_toy_sets(tmp_path)
+    encoder = load_encoder(tiny_path)
+    before = parameters(encoder.model)
+    with caplog.at_level("WARNING"):
+        head_set = training.train_heads(encoder, load_taxonomy(), {"sentiment": [sentiment_file]},
+                                        layers={"sentiment": (3,)}, max_tokens=32)
+    assert head_set.encoder_deltas is None and "stays frozen" in caplog.text
+    assert all(torch.equal(before[name], value) for name, value in parameters(encoder.model).items())
