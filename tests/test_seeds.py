@@ -47,4 +47,6 @@ def test_seed_article_is_the_arabic_headline_and_body():
 
 def test_shipped_heads_are_small():
     sizes = [path.stat().st_size for path in (SEEDS / "heads").iterdir()]
-    assert sizes and sum(sizes) < 2 * 1024 * 1024
+    # 0.9 MB of heads and int8 peaks + 2.7 MB of the fine-tune's rank-32 deltas;
+    # the tuned layers themselves would be 21 MB
+    assert sizes and sum(sizes) < 4 * 1024 * 1024
