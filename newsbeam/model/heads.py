@@ -1,4 +1,4 @@
-"""Small trained classifiers ("heads") on top of the frozen encoder.
+"""Small trained classifiers ("heads") on top of the encoder (frozen, or fine-tuned with them).
 
 A head reads the mean-pooled hidden states of a few encoder layers (one
 forward pass yields all of them), concatenates them, standardises each
