@@ -51,6 +51,34 @@ def cut_at_space(text: str, max_chars: int) -> str:
     return text[:space] if space > 0 else text
 
 
+def length_sorted_batches(token_ids: Sequence[Sequence[int]], max_batch_tokens: int) -> list[list[int]]:
+    """Row indices of ``token_ids`` in batches of similar lengths, each at most
+    ``max_batch_tokens`` once padded to its longest row (a longer row alone)."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # sorted ascending, so this text sets the batch's padded length
+        if current and (len(current) + 1) * len(token_ids[index]) > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padded_batch(batch_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both (rows, longest row), long."""
+    longest = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(batch_ids):
+        input_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
 class Encoder:
     """A transformer encoder and its tokenizer, for mean-pooled embeddings."""
 
@@ -120,7 +148,7 @@ class Encoder:
             if not ids:
                 raise ValueError(f"token_ids[{position}] is empty; tokenize() always adds special tokens")
         pooled = np.zeros((len(token_ids), len(layers), self.hidden_size), dtype=np.float32)
-        for batch in self._length_sorted_batches(token_ids):
+        for batch in length_sorted_batches(token_ids, self.max_batch_tokens):
             pooled[batch] = self._pool_batch([token_ids[i] for i in batch], layers)
         return pooled
 
@@ -133,27 +161,8 @@ class Encoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def _length_sorted_batches(self, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
-        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for index in order:
-            # sorted ascending, so this text sets the batch's padded length
-            if current and (len(current) + 1) * len(token_ids[index]) > self.max_batch_tokens:
-                batches.append(current)
-                current = []
-            current.append(index)
-        if current:
-            batches.append(current)
-        return batches
-
     def _pool_batch(self, batch_ids: list[Sequence[int]], layers: tuple[int, ...]) -> np.ndarray:
-        longest = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((len(batch_ids), longest), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch_ids), longest), dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
+        input_ids, attention_mask = padded_batch(batch_ids, self.pad_id)
         only_last = all(layer in (-1, self.num_layers) for layer in layers)
         with torch.inference_mode():
             if hasattr(self.model, "mean_pooled_layers"):  # newsbeam's own BERT pools layer by layer

@@ -27,6 +27,7 @@ import torch
 
 from newsbeam.model.adaptation import apply_weight_deltas, low_rank_deltas
 from newsbeam.model.bert import BertModel, masked_mean
+from newsbeam.model.encoder import length_sorted_batches, padded_batch
 from newsbeam.model.heads import Head
 
 LOGGER = logging.getLogger(__name__)
@@ -171,18 +172,10 @@ def warmup_then_linear_decay(total_steps: int, warmup_fraction: float):
 def frozen_states(model: BertModel, token_ids: Sequence[Sequence[int]], layer: int, pad_id: int,
                   max_batch_tokens: int) -> list[torch.Tensor]:
     """Each text's hidden state after ``layer`` (0 = embeddings), unpadded, float16."""
-    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     states: list[torch.Tensor] = [torch.empty(0)] * len(token_ids)
-    position = 0
     with torch.inference_mode():
-        while position < len(order):
-            # ascending lengths: the last row of a batch sets its padded length
-            end = position + 1
-            while end < len(order) and (end + 1 - position) * len(token_ids[order[end]]) <= max_batch_tokens:
-                end += 1
-            batch = order[position:end]
-            position = end
-            input_ids, mask = _padded(token_ids, batch, pad_id)
+        for batch in length_sorted_batches(token_ids, max_batch_tokens):
+            input_ids, mask = padded_batch([token_ids[index] for index in batch], pad_id)
             hidden = None
             for hidden in model._hidden_states(input_ids, mask, layer):
                 pass
@@ -241,16 +234,6 @@ class HeadNetwork(torch.nn.Module):
                        "weights": tuple(linear.weight.detach().numpy().T.copy() for linear in self.dense),
                        "biases": tuple(linear.bias.detach().numpy().copy() for linear in self.dense),
                        "metadata": {**head.metadata, "fine_tuned": settings.describe()}})
-
-
-def _padded(token_ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int):
-    longest = max(len(token_ids[index]) for index in batch)
-    input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), longest), dtype=torch.long)
-    for row, index in enumerate(batch):
-        input_ids[row, :len(token_ids[index])] = torch.as_tensor(list(token_ids[index]), dtype=torch.long)
-        mask[row, :len(token_ids[index])] = 1
-    return input_ids, mask
 
 
 def _batches(tasks: Mapping[str, TaskRows], states: Mapping[str, list], batch_size: int,

@@ -196,10 +196,14 @@ def load_heads(folder: Optional[str] = None) -> HeadSet:
         heads=heads,
         prefix=document.get("prefix", "passage: "),
         taxonomy_digest=document.get("taxonomy_sha256"),
-        int8_peaks={name[len(INT8_PEAKS_PREFIX):]: tensor.astype(np.float32) for name, tensor in tensors.items()
-                    if name.startswith(INT8_PEAKS_PREFIX)} or None,
+        int8_peaks=_float32_with_prefix(tensors, INT8_PEAKS_PREFIX),
         int8_calibration=document.get("int8_calibration") or {},
-        encoder_deltas={name[len(DELTA_PREFIX):]: tensor.astype(np.float32) for name, tensor in tensors.items()
-                        if name.startswith(DELTA_PREFIX)} or None,
+        encoder_deltas=_float32_with_prefix(tensors, DELTA_PREFIX),
         fine_tuning=document.get("fine_tuning") or {},
     )
+
+
+def _float32_with_prefix(tensors: Mapping[str, np.ndarray], prefix: str) -> Optional[dict[str, np.ndarray]]:
+    """The tensors named ``prefix``..., by the rest of their name, as float32; None if there are none."""
+    return {name[len(prefix):]: tensor.astype(np.float32) for name, tensor in tensors.items()
+            if name.startswith(prefix)} or None
