@@ -167,13 +167,13 @@ class BertModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         states = []
-        for hidden in self._hidden_states(input_ids, attention_mask, self.config.num_hidden_layers):
+        for hidden in self.iter_hidden_states(input_ids, attention_mask, self.config.num_hidden_layers):
             if output_hidden_states:
                 states.append(hidden)
         return SimpleNamespace(last_hidden_state=hidden,
                                hidden_states=tuple(states) if output_hidden_states else None)
 
-    def _hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_layer: int):
+    def iter_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_layer: int):
         """The embedding output, then each layer's output up to ``last_layer``, one at a time."""
         # (batch, 1, 1, keys): True where a query may attend, the same for every head and query
         attend = attention_mask[:, None, None, :].bool()
@@ -195,7 +195,7 @@ class BertModel(nn.Module):
         count = self.config.num_hidden_layers + 1
         wanted = [layer % count for layer in layers]
         pooled = {index: masked_mean(state, attention_mask)
-                  for index, state in enumerate(self._hidden_states(input_ids, attention_mask, max(wanted)))
+                  for index, state in enumerate(self.iter_hidden_states(input_ids, attention_mask, max(wanted)))
                   if index in wanted}
         return torch.stack([pooled[index] for index in wanted], dim=1)
 

@@ -8,7 +8,7 @@ fitted heads keeps the first steps from tearing up the pretrained features.
 
 The layers below ``from_layer`` stay frozen, so their output is computed once
 per text and kept (float16): each step runs only the trainable layers, which
-makes a few epochs fit two CPU cores (docs/labels.md: about 7 minutes an
+makes a few epochs fit two CPU cores (docs/labels.md: about 8 minutes an
 epoch for 26k texts with six trainable layers).
 
 Only newsbeam's own BERT (the embedded model) is fine-tuned: it exposes its
@@ -177,7 +177,7 @@ def frozen_states(model: BertModel, token_ids: Sequence[Sequence[int]], layer: i
         for batch in length_sorted_batches(token_ids, max_batch_tokens):
             input_ids, mask = padded_batch([token_ids[index] for index in batch], pad_id)
             hidden = None
-            for hidden in model._hidden_states(input_ids, mask, layer):
+            for hidden in model.iter_hidden_states(input_ids, mask, layer):
                 pass
             for row, index in enumerate(batch):
                 states[index] = hidden[row, :len(token_ids[index])].to(torch.float16).clone()

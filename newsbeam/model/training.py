@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.model.encoder import PASSAGE_PREFIX
 from newsbeam.model.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
 from newsbeam.model.heads import DEFAULT_HEADS_DIR, Head, HeadSet, save_heads
 from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
 
-PASSAGE_PREFIX = "passage: "
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_VERSION = "heads-v2"
 OWN_TRAINING_DIR = SEEDS_DIR / "training"
@@ -180,6 +180,12 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
     return tuple(sorted(set(resolved)))
 
 
+def passage_token_ids(encoder, texts: Sequence[str], max_tokens: int,
+                      prefix: str = PASSAGE_PREFIX) -> list[list[int]]:
+    """Token ids of ``prefix + text`` per text, as the heads read them (e5's passage prefix)."""
+    return encoder.tokenize([prefix + text for text in texts], max_tokens)
+
+
 def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_tokens: int,
                     prefix: str = PASSAGE_PREFIX, cache_dir: Optional[str | Path] = None) -> np.ndarray:
     """(N, len(layers), hidden) mean-pooled states for ``prefix + text``, cached by content hash.
@@ -199,7 +205,7 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
             if cached.shape[:2] == (len(texts), len(all_layers)):
                 return cached[:, list(layers), :].astype(np.float32)
     started = time.perf_counter()
-    token_ids = encoder.tokenize([prefix + text for text in texts], max_tokens)
+    token_ids = passage_token_ids(encoder, texts, max_tokens, prefix)
     pooled = encoder.pooled_layers(token_ids, all_layers if cache_file else layers)
     LOGGER.info("embedded %d texts (%d tokens) in %.1fs", len(texts), sum(map(len, token_ids)),
                 time.perf_counter() - started)
@@ -348,8 +354,7 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
     deltas = None
     if fine_tuning is not None and fine_tuning.epochs > 0:
         if can_fine_tune(encoder.model):
-            tasks = {task: TaskRows(heads[task], encoder.tokenize([PASSAGE_PREFIX + text for text in rows.texts],
-                                                                  max_tokens), label_ids, weights)
+            tasks = {task: TaskRows(heads[task], passage_token_ids(encoder, rows.texts, max_tokens), label_ids, weights)
                      for task, (rows, label_ids, weights) in training_rows.items()}
             heads, deltas = fine_tune(encoder.model, tasks, fine_tuning, pad_id=encoder.pad_id,
                                       max_batch_tokens=encoder.max_batch_tokens)
@@ -372,7 +377,7 @@ def calibrated(encoder, head: Head, rows: LabelledTexts, specs: Sequence[str], m
     """``head`` with the softmax temperature that minimises its cross-entropy on ``rows``."""
     if not rows.texts:
         raise ValueError(f"no usable {head.task} temperature rows in {list(specs)}")
-    token_ids = encoder.tokenize([PASSAGE_PREFIX + text for text in rows.texts], max_tokens)
+    token_ids = passage_token_ids(encoder, rows.texts, max_tokens)
     logits = head.logits(encoder.pooled_layers(token_ids, head.layers))
     label_ids = np.array([head.labels.index(label) for label in rows.labels])
     temperature = fit_temperature(logits, label_ids)
@@ -511,10 +516,13 @@ def run(args: argparse.Namespace) -> int:
     }
     data = {task: specs for task, specs in data.items() if task in tasks}
     temperature_recipe = default_data(args.data_root, DEFAULT_TEMPERATURE_RECIPE)
-    temperature_data = {task: given if given is not None else (temperature_recipe[task] if data[task] == recipe[task]
-                                                               else [])
-                   for task, given in (("topic", args.topic_temperature_data),
-                                       ("sentiment", args.sentiment_temperature_data)) if task in data}
+    given_temperature_data = {"topic": args.topic_temperature_data, "sentiment": args.sentiment_temperature_data}
+    temperature_data = {}
+    for task in data:
+        if given_temperature_data[task] is not None:
+            temperature_data[task] = given_temperature_data[task]
+        else:  # the recipe's held-out rows suit the recipe's training data only
+            temperature_data[task] = temperature_recipe[task] if data[task] == recipe[task] else []
     taxonomy = load_taxonomy(args.taxonomy)
     encoder = load_encoder(args.encoder, cache_dir=args.model_cache, torch_threads=args.torch_threads)
     encoder.max_batch_tokens = args.max_batch_tokens
