@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,18 @@ def run_child(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, l
               timeout_s: float = 3600.0) -> ChildRun:
     """Run ``argv`` through a small launcher process that waits for it with
     ``os.wait4``: that child's own wall time and peak RSS (ru_maxrss covers the
-    child and the children it waited for)."""
-    log_dir = Path(log_dir) if log_dir else Path(os.environ.get("TMPDIR", "/tmp"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    child and the children it waited for). The child's stdout, stderr and report
+    stay in ``log_dir`` when one is given; otherwise they go to a private folder
+    that is removed once read (every benchmark run starts dozens of children)."""
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        return _run_child_logging_to(Path(log_dir), argv, env, timeout_s)
+    with tempfile.TemporaryDirectory(prefix="newsbeam-child-") as private_dir:
+        return _run_child_logging_to(Path(private_dir), argv, env, timeout_s)
+
+
+def _run_child_logging_to(log_dir: Path, argv: Sequence[str], env: Optional[Mapping[str, str]],
+                          timeout_s: float) -> ChildRun:
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
     out_path, err_path = log_dir / f"child-{stamp}.out", log_dir / f"child-{stamp}.err"
     report_path = log_dir / f"child-{stamp}.json"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,17 @@ def test_newsbeam_child_run_is_measured_and_its_rows_read_back(tmp_path):
     assert failing.returncode == 3
     with pytest.raises(RuntimeError, match="exited 3"):
         failing.check()
+
+
+def test_child_without_a_log_dir_leaves_no_files_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # tempfile caches the folder it picked first
+    try:
+        run = run_child(python_argv("-c", "print('out'); import sys; print('err', file=sys.stderr)")).check()
+    finally:
+        tempfile.tempdir = None
+    assert (run.stdout.strip(), run.stderr.strip()) == ("out", "err")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
