@@ -71,7 +71,8 @@ def test_apply_weight_deltas_adds_to_the_named_parameters_and_refuses_misfits(ti
         apply_weight_deltas(model, {name + UP: up[:10], name + DOWN: down})
 
 
-@pytest.mark.parametrize("bad", [{"rank": 0}, {"epochs": -1}, {"batch_size": 0}, {"learning_rate": 0.0}])
+@pytest.mark.parametrize("bad", [{"rank": 0}, {"epochs": -1}, {"batch_size": 0}, {"learning_rate": 0.0},
+                                 {"seeds": 0}])
 def test_bad_fine_tuning_settings_fail_before_any_training(bad):
     with pytest.raises(ValueError, match="fine-tuning"):
         FineTuneSettings(**bad)
@@ -131,6 +132,38 @@ def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_del
             np.testing.assert_allclose(change, deltas[name], atol=1e-6)
     assert heads["topic"].metadata["fine_tuned"]["rank"] == 3
     assert weighted_loss(model, heads["topic"], rows["topic"], 1) < loss_before
+
+
+def test_fine_tunes_of_several_seeds_are_averaged_into_one_encoder_and_one_head(tiny_path):
+    """seeds=2 gives the mean of the seed-0 and seed-1 fine-tunes' weights and
+    heads (at a rank high enough to be exact), and those two differ."""
+    taxonomy = load_taxonomy()
+    texts = toy_sentences(SPORT_WORDS, 16, 3) + toy_sentences(WEATHER_WORDS, 16, 4)
+    labels = taxonomy.topic_ids
+    targets = [labels.index("sport")] * 16 + [labels.index("weather")] * 16
+    probe_encoder = own_bert_encoder(tiny_path)
+    pooled = probe_encoder.pooled_layers(probe_encoder.tokenize(["passage: " + t for t in texts], 32), (1, 3))
+    probe = training.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(32),
+                              l2=0.01, hidden=8, epochs=3)
+
+    def run(seed: int, seeds: int):
+        encoder = own_bert_encoder(tiny_path)
+        rows = toy_task_rows(encoder, {"topic": probe}, {"topic": texts}, {"topic": targets})
+        settings = FineTuneSettings(from_layer=1, epochs=2, learning_rate=1e-3, head_learning_rate=1e-3,
+                                    batch_size=8, rank=64, seed=seed, seeds=seeds)
+        heads, _ = fine_tune(encoder.model, rows, settings, pad_id=encoder.pad_id)
+        return parameters(encoder.model), heads["topic"]
+
+    (first, first_head), (second, second_head) = run(0, 1), run(1, 1)
+    soup, soup_head = run(0, 2)
+    trained = [name for name in first if name.startswith(("encoder.layer.1.", "encoder.layer.2."))]
+    assert all(not torch.allclose(first[name], second[name]) for name in trained)
+    for name in first:
+        np.testing.assert_allclose(soup[name].numpy(), ((first[name] + second[name]) / 2).numpy(), atol=1e-5)
+    for mine, one, other in zip(soup_head.weights, first_head.weights, second_head.weights):
+        assert not np.allclose(one, other)
+        np.testing.assert_allclose(mine, (one + other) / 2, atol=1e-6)
+    assert soup_head.metadata["fine_tuned"]["seeds"] == 2
 
 
 def test_fine_tune_refuses_heads_reading_below_the_trained_layers(tiny_path):

@@ -50,13 +50,15 @@ class FineTuneSettings:
     batch_size: int = 32
     rank: int = 32  # of each shipped weight delta (newsbeam.model.adaptation)
     seed: int = 0
+    seeds: int = 1  # fine-tunes run from the same start, seeds seed.., and averaged (a "model soup")
 
     def __post_init__(self):
         # checked before any training: a bad rank found after 20 minutes of it wastes them
         if self.epochs < 0 or self.from_layer < 0:
             raise ValueError(f"fine-tuning epochs and from_layer must be >= 0, got {self.epochs}, {self.from_layer}")
-        if self.rank < 1 or self.batch_size < 1:
-            raise ValueError(f"fine-tuning rank and batch size must be >= 1, got {self.rank}, {self.batch_size}")
+        if self.rank < 1 or self.batch_size < 1 or self.seeds < 1:
+            raise ValueError(f"fine-tuning rank, batch size and seeds must be >= 1, got {self.rank}, "
+                             f"{self.batch_size}, {self.seeds}")
         if not (self.learning_rate > 0 and self.head_learning_rate > 0):
             raise ValueError(f"fine-tuning learning rates must be positive, got {self.learning_rate}, "
                              f"{self.head_learning_rate}")
@@ -83,6 +85,11 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
               pad_id: int = 1, max_batch_tokens: int = 8192) -> tuple[dict[str, Head], dict[str, np.ndarray]]:
     """Train ``model``'s layers above ``settings.from_layer`` and the heads.
 
+    With ``settings.seeds`` > 1, that many fine-tunes start from the same
+    weights and heads, differ only in batch order and dropout, and their
+    weights are averaged: a uniform "model soup" (Wortsman et al. 2022), one
+    encoder and one set of heads at the cost of one fine-tune's inference.
+
     Returns the tuned heads and the encoder's weight deltas at
     ``settings.rank``; ``model`` is left with exactly those deltas applied,
     as a labeller loading the heads will have it.
@@ -94,21 +101,46 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
         if min(rows.head.layers) < settings.from_layer:
             raise ValueError(f"the {task} head reads layer {min(rows.head.layers)}, below the first "
                              f"trained layer's input {settings.from_layer}")
-    torch.manual_seed(settings.seed)
-    shuffler = random.Random(settings.seed)
     started = time.perf_counter()
     states = {task: frozen_states(model, rows.token_ids, settings.from_layer, pad_id, max_batch_tokens)
               for task, rows in tasks.items()}
     LOGGER.info("fine-tune: frozen layers run once in %.0fs", time.perf_counter() - started)
 
-    trained = [model.encoder.layer[index] for index in range(settings.from_layer, num_layers)]
     names = {name for name, _ in model.named_parameters()
              if any(name.startswith(f"encoder.layer.{index}.") for index in range(settings.from_layer, num_layers))}
-    original = {name: parameter.detach().clone() for name, parameter in model.named_parameters() if name in names}
+    parameters = dict(model.named_parameters())
+    original = {name: parameters[name].detach().clone() for name in names}
+    tuned_runs, network_runs = [], []
+    for seed in range(settings.seed, settings.seed + settings.seeds):
+        for name in names:  # every run starts from the embedded weights, in tensors of its own
+            parameters[name].data = original[name].clone()
+        networks = _train_once(model, tasks, states, settings, seed, started)
+        tuned_runs.append({name: parameters[name].detach().clone() for name in names})
+        network_runs.append(networks)
+    tuned = {name: torch.stack([run[name] for run in tuned_runs]).mean(dim=0) for name in names}
+    networks = network_runs[0]
+    with torch.no_grad():
+        for name, parameter in networks.named_parameters():
+            parameter.copy_(torch.stack([dict(run.named_parameters())[name] for run in network_runs]).mean(dim=0))
+
+    deltas = low_rank_deltas(original, tuned, settings.rank)
+    for name, value in original.items():
+        parameters[name].data = value
+    apply_weight_deltas(model, deltas)
+    heads = {task: networks[task].to_head(rows.head, settings) for task, rows in tasks.items()}
+    return heads, deltas
+
+
+def _train_once(model: BertModel, tasks: Mapping[str, TaskRows], states: Mapping[str, list],
+                settings: FineTuneSettings, seed: int, started: float) -> torch.nn.ModuleDict:
+    """One fine-tune from ``model``'s current weights and the tasks' heads; trains
+    ``model`` in place and returns the trained head networks."""
+    num_layers = model.config.num_hidden_layers
+    torch.manual_seed(seed)
+    shuffler = random.Random(seed)
+    trained = [model.encoder.layer[index] for index in range(settings.from_layer, num_layers)]
     networks = torch.nn.ModuleDict({task: HeadNetwork(rows.head) for task, rows in tasks.items()})
     encoder_parameters = [parameter for layer in trained for parameter in layer.parameters()]
-    for parameter in encoder_parameters:
-        parameter.data = parameter.data.clone()  # never train in pages of the mapped checkpoint
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     for parameter in encoder_parameters:
@@ -140,21 +172,14 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
                 optimiser.step()
                 schedule.step()
                 total, count = total + loss.item(), count + 1
-            LOGGER.info("fine-tune epoch %d/%d: mean loss %.4f (%.0fs)", epoch, settings.epochs,
+            LOGGER.info("fine-tune seed %d, epoch %d/%d: mean loss %.4f (%.0fs)", seed, epoch, settings.epochs,
                         total / max(count, 1), time.perf_counter() - started)
     finally:
         model.eval()
+        networks.eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-
-    tuned = {name: parameter.detach().clone() for name, parameter in model.named_parameters() if name in names}
-    deltas = low_rank_deltas(original, tuned, settings.rank)
-    parameters = dict(model.named_parameters())
-    for name, value in original.items():
-        parameters[name].data = value
-    apply_weight_deltas(model, deltas)
-    heads = {task: networks[task].to_head(rows.head, settings) for task, rows in tasks.items()}
-    return heads, deltas
+    return networks
 
 
 def warmup_then_linear_decay(total_steps: int, warmup_fraction: float):

@@ -489,6 +489,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Layers above this hidden-state index are trained (the heads must read none below).")
     parser.add_argument("--fine_tune_rank", type=int, default=defaults.rank,
                         help="Rank of the shipped encoder weight deltas.")
+    parser.add_argument("--fine_tune_seeds", type=int, default=defaults.seeds,
+                        help="Fine-tunes (seeds 0..N-1) whose weights and heads are averaged into the one "
+                             "shipped encoder and head set; each costs a fine-tune's training time.")
     parser.add_argument("--fine_tune_lr", type=float, default=defaults.learning_rate,
                         help="Learning rate of the encoder layers (the heads take %g)." % defaults.head_learning_rate)
     parser.add_argument("--version", default=DEFAULT_VERSION, help="Head version recorded in the model column.")
@@ -508,7 +511,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; expected topic and/or sentiment")
     fine_tuning = FineTuneSettings(epochs=args.fine_tune_epochs, from_layer=args.fine_tune_from_layer,
-                                   rank=args.fine_tune_rank, learning_rate=args.fine_tune_lr)
+                                   rank=args.fine_tune_rank, learning_rate=args.fine_tune_lr,
+                                   seeds=args.fine_tune_seeds)
     recipe = default_data(args.data_root)
     data = {
         "topic": args.topic_data if args.topic_data is not None else recipe["topic"],
