@@ -162,3 +162,69 @@ def test_shipped_label_maps_hit_distinct_taxonomy_ids():
     assert load_label_map("xlmt") == {label: label for label in taxonomy.sentiment_ids}
     with pytest.raises(ValueError, match="no shipped label map named 'nope'"):
         load_label_map("nope")
+
+
+def toy_dev_sets(root):
+    """A data root shaped like ../shared/data's, with the toy head's labels, and the sets scoring it."""
+    from newsbeam.model.dev_report import DevSet
+    from tests.test_training import HAPPY_WORDS, SAD_WORDS
+
+    (root / "topic").mkdir(parents=True)
+    (root / "sentiment").mkdir()
+    write_jsonl(root / "topic" / "dev.jsonl",
+                [{"text": t, "label": "football", "lang": "en"} for t in toy_sentences(SPORT_WORDS, 8, 70)]
+                + [{"text": t, "label": "meteo", "lang": "zh"} for t in toy_sentences(WEATHER_WORDS, 8, 71)])
+    write_jsonl(root / "sentiment" / "dev.jsonl",
+                [{"text": t, "label": "positive", "lang": "ar"} for t in toy_sentences(HAPPY_WORDS, 8, 72)]
+                + [{"text": t, "label": "negative", "lang": "ar"} for t in toy_sentences(SAD_WORDS, 8, 73)]
+                + [{"text": t, "label": "positive", "lang": "en"} for t in toy_sentences(SAD_WORDS, 8, 74)])
+    (root / "map.json").write_text(json.dumps({"football": "sport", "meteo": "weather"}))
+    return (DevSet("toy sentiment", "sentiment", ("sentiment/dev.jsonl",), None, False, 0.7, ("ar", "en")),
+            DevSet("toy topic", "topic", ("topic/dev.jsonl",), str(root / "map.json"), True, 0.9))
+
+
+def test_dev_report_scores_each_set_per_language_against_its_target(trained_heads_module, tmp_path):
+    from newsbeam.model.dev_report import dev_report, format_dev_report
+    from newsbeam.model.labeller import load_labeller
+
+    encoder_path, heads = trained_heads_module
+    labeller = load_labeller(encoder=encoder_path, heads=heads, max_tokens=32)
+    report = dev_report(labeller, str(tmp_path), toy_dev_sets(tmp_path))
+    sentiment, topic = report["sets"]
+    assert topic["per_language"] == {"en": 1.0, "zh": 1.0} and topic["n"] == 16 and topic["met"]
+    # Arabic is right; the "positive" English rows are all sad words, so English scores 0: target missed
+    assert sentiment["per_language"] == {"ar": 1.0, "en": 0.0} and not sentiment["met"]
+    table = format_dev_report(report)
+    assert "| toy topic |  | 1.000 |  |  |  | 1.000 |  | 1.000 | >= 0.90: met |" in table
+    assert "| toy sentiment | 1.000 | 0.000 |" in table and ">= 0.70 in each of ar, en: not met |" in table
+
+
+def test_dev_report_option_needs_its_splits_and_excludes_task_and_data(trained_heads_module, capsys, tmp_path):
+    encoder_path, heads = trained_heads_module
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    status = evaluate.run(parser.parse_args(["--dev_report", "--data_root", str(tmp_path), "--encoder", encoder_path]))
+    assert status == 1 and "sib200/eng_Latn/dev.jsonl" in capsys.readouterr().err
+    assert run_eval(["--dev_report", "--task", "topic", "--encoder", encoder_path], capsys)[0] == 2
+    assert run_eval(["--task", "topic", "--encoder", encoder_path], capsys)[0] == 2
+
+
+def test_the_reported_dev_splits_exist_in_the_shared_data():
+    from newsbeam.model.dev_report import missing_files
+    from newsbeam.model.training import DEFAULT_TEMPERATURE_RECIPE
+
+    root = evaluate_shared_data()
+    assert missing_files(str(root)) == []
+    # the temperature rows must stay apart from the reported ones
+    from newsbeam.model.dev_report import DEV_SETS
+    reported = {path for dev_set in DEV_SETS for path in dev_set.files}
+    assert reported.isdisjoint(pattern for _, pattern, _ in DEFAULT_TEMPERATURE_RECIPE)
+
+
+def evaluate_shared_data():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not root.is_dir():
+        pytest.skip("../shared/data is absent (a fresh clone)")
+    return root

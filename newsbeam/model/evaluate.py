@@ -168,9 +168,13 @@ def format_report(report: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``eval`` options."""
-    parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--data", required=True, nargs="+", metavar="FILE.jsonl",
+    parser.add_argument("--task", choices=TASKS, help="Which labels to score (with --data).")
+    parser.add_argument("--data", nargs="+", metavar="FILE.jsonl",
                         help="Labelled JSONL file(s) or glob(s): text|headline+body, label, lang.")
+    parser.add_argument("--dev_report", action="store_true",
+                        help="Instead of --task/--data: the README's quality table, macro-F1 per language on the "
+                             "XLM-T val, SIB-200 dev and MasakhaNEWS dev splits under --data_root, with the targets.")
+    parser.add_argument("--data_root", default="../shared/data", help="Where --dev_report finds the public splits.")
     parser.add_argument("--label_map", default=None,
                         help="Dataset label -> newsbeam id map: JSON path or shipped name (sib200, masakhanews, xlmt).")
     parser.add_argument("--restrict", action="store_true",
@@ -190,13 +194,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print the report; returns a process exit status (1 when no row was usable)."""
+    """Evaluate and print the report; returns a process exit status (1 when no row or split was usable, 2 for
+    a bad combination of options)."""
     from newsbeam.model.labeller import load_labeller
 
+    if (args.task or args.data) if args.dev_report else not (args.task and args.data):
+        print("newsbeam eval: give either --dev_report or both --task and --data", file=sys.stderr)
+        return 2
+    if args.dev_report:
+        from newsbeam.model.dev_report import missing_files
+
+        missing = missing_files(args.data_root)
+        if missing:
+            print(f"newsbeam eval: dev splits missing under {args.data_root} (pass --data_root): "
+                  f"{', '.join(missing)}", file=sys.stderr)
+            return 1
     labeller = load_labeller(
         encoder=args.encoder, heads=args.heads, taxonomy=args.taxonomy, topic_model=args.topic_model,
         sentiment_model=args.sentiment_model, label_map=args.model_label_map, max_tokens=args.max_tokens,
         max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads, cache_dir=args.model_cache)
+    if args.dev_report:
+        from newsbeam.model.dev_report import dev_report, format_dev_report
+
+        report = dev_report(labeller, args.data_root)
+        print(json.dumps(report, ensure_ascii=False) if args.json else format_dev_report(report))
+        return 0
     rows = read_eval_rows(args.data, args.label_map, labeller.taxonomy.ids_for(args.task))
     if not rows.texts:
         print(f"no usable rows in {args.data} ({rows.skipped} skipped)", file=sys.stderr)
