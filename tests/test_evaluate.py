@@ -209,22 +209,15 @@ def test_dev_report_option_needs_its_splits_and_excludes_task_and_data(trained_h
     assert run_eval(["--task", "topic", "--encoder", encoder_path], capsys)[0] == 2
 
 
-def test_the_reported_dev_splits_exist_in_the_shared_data():
-    from newsbeam.model.dev_report import missing_files
-    from newsbeam.model.training import DEFAULT_TEMPERATURE_RECIPE
+def test_the_reported_dev_splits_exist_in_the_shared_data_and_no_training_step_reads_them():
+    from newsbeam.model.dev_report import DEV_SETS, missing_files
+    from newsbeam.model.training import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
+    from tests.pipeline_helpers import SHARED
 
-    root = evaluate_shared_data()
-    assert missing_files(str(root)) == []
-    # the temperature rows must stay apart from the reported ones
-    from newsbeam.model.dev_report import DEV_SETS
-    reported = {path for dev_set in DEV_SETS for path in dev_set.files}
-    assert reported.isdisjoint(pattern for _, pattern, _ in DEFAULT_TEMPERATURE_RECIPE)
-
-
-def evaluate_shared_data():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not root.is_dir():
+    if not SHARED.is_dir():
         pytest.skip("../shared/data is absent (a fresh clone)")
-    return root
+    assert missing_files(str(SHARED)) == []
+    reported = {str(SHARED / path) for dev_set in DEV_SETS for path in dev_set.files}
+    for recipe in (default_data(str(SHARED)), default_data(str(SHARED), DEFAULT_TEMPERATURE_RECIPE)):
+        read = {path for specs in recipe.values() for spec in specs for path in expand_pattern(parse_source(spec)[0])}
+        assert read and reported.isdisjoint(read)
