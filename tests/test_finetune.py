@@ -78,6 +78,18 @@ def test_bad_fine_tuning_settings_fail_before_any_training(bad):
         FineTuneSettings(**bad)
 
 
+def test_train_heads_fine_tune_options_reach_the_settings():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+    assert training.fine_tune_settings(parser.parse_args([])) == FineTuneSettings()
+    chosen = training.fine_tune_settings(parser.parse_args(
+        ["--fine_tune_seed", "3", "--fine_tune_seeds", "2", "--fine_tune_lr", "1e-4", "--fine_tune_rank", "16",
+         "--fine_tune_epochs", "5", "--fine_tune_from_layer", "4"]))
+    assert chosen == FineTuneSettings(seed=3, seeds=2, learning_rate=1e-4, rank=16, epochs=5, from_layer=4)
+
+
 def test_learning_rate_rises_over_the_warmup_then_falls_to_zero():
     factor = warmup_then_linear_decay(100, 0.1)
     assert [factor(step) for step in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])

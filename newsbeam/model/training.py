@@ -489,8 +489,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Layers above this hidden-state index are trained (the heads must read none below).")
     parser.add_argument("--fine_tune_rank", type=int, default=defaults.rank,
                         help="Rank of the shipped encoder weight deltas.")
+    parser.add_argument("--fine_tune_seed", type=int, default=defaults.seed,
+                        help="Seed of the fine-tune's batch order and dropout.")
     parser.add_argument("--fine_tune_seeds", type=int, default=defaults.seeds,
-                        help="Fine-tunes (seeds 0..N-1) whose weights and heads are averaged into the one "
+                        help="Fine-tunes (seeds SEED..SEED+N-1) whose weights and heads are averaged into the one "
                              "shipped encoder and head set; each costs a fine-tune's training time.")
     parser.add_argument("--fine_tune_lr", type=float, default=defaults.learning_rate,
                         help="Learning rate of the encoder layers (the heads take %g)." % defaults.head_learning_rate)
@@ -499,6 +501,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Folder caching encoder features between runs (default: <model cache>/features).")
     parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
     parser.add_argument("--torch_threads", type=int, default=None)
+
+
+def fine_tune_settings(args: argparse.Namespace) -> FineTuneSettings:
+    return FineTuneSettings(epochs=args.fine_tune_epochs, from_layer=args.fine_tune_from_layer,
+                            rank=args.fine_tune_rank, learning_rate=args.fine_tune_lr, seed=args.fine_tune_seed,
+                            seeds=args.fine_tune_seeds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -510,9 +518,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(tasks) - {"topic", "sentiment"})
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; expected topic and/or sentiment")
-    fine_tuning = FineTuneSettings(epochs=args.fine_tune_epochs, from_layer=args.fine_tune_from_layer,
-                                   rank=args.fine_tune_rank, learning_rate=args.fine_tune_lr,
-                                   seeds=args.fine_tune_seeds)
+    fine_tuning = fine_tune_settings(args)
     recipe = default_data(args.data_root)
     data = {
         "topic": args.topic_data if args.topic_data is not None else recipe["topic"],
