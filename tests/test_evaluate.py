@@ -210,13 +210,13 @@ def test_dev_report_option_needs_its_splits_and_excludes_task_and_data(trained_h
 
 
 def test_the_reported_dev_splits_exist_in_the_shared_data_and_no_training_step_reads_them():
-    from newsbeam.model.dev_report import DEV_SETS, missing_files
+    from newsbeam.model.dev_report import DEV_SETS, check_splits
     from newsbeam.model.training import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
     from tests.pipeline_helpers import SHARED
 
     if not SHARED.is_dir():
         pytest.skip("../shared/data is absent (a fresh clone)")
-    assert missing_files(str(SHARED)) == []
+    check_splits(str(SHARED))  # raises on any missing split
     reported = {str(SHARED / path) for dev_set in DEV_SETS for path in dev_set.files}
     for recipe in (default_data(str(SHARED)), default_data(str(SHARED), DEFAULT_TEMPERATURE_RECIPE)):
         read = {path for specs in recipe.values() for spec in specs for path in expand_pattern(parse_source(spec)[0])}

@@ -47,18 +47,19 @@ DEV_SETS = (
 )
 
 
-def missing_files(data_root: str, sets: Sequence[DevSet] = DEV_SETS) -> list[str]:
-    return [os.path.join(data_root, path) for dev_set in sets for path in dev_set.files
-            if not os.path.isfile(os.path.join(data_root, path))]
+def check_splits(data_root: str, sets: Sequence[DevSet] = DEV_SETS) -> None:
+    """Raise FileNotFoundError naming every split missing under ``data_root``."""
+    missing = [os.path.join(data_root, path) for dev_set in sets for path in dev_set.files
+               if not os.path.isfile(os.path.join(data_root, path))]
+    if missing:
+        raise FileNotFoundError(f"dev splits missing under {data_root} (pass --data_root): {', '.join(missing)}")
 
 
 def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS) -> dict:
     """``{"model", "max_tokens", "sets": [{name, macro_f1, per_language, target, met}, ...]}``.
 
     Raises FileNotFoundError naming every missing file before scoring any."""
-    missing = missing_files(data_root, sets)
-    if missing:
-        raise FileNotFoundError(f"dev splits missing under {data_root} (pass --data_root): {', '.join(missing)}")
+    check_splits(data_root, sets)
     scored = []
     for dev_set in sets:
         rows = read_eval_rows([os.path.join(data_root, path) for path in dev_set.files], dev_set.label_map,

@@ -202,12 +202,12 @@ def run(args: argparse.Namespace) -> int:
         print("newsbeam eval: give either --dev_report or both --task and --data", file=sys.stderr)
         return 2
     if args.dev_report:
-        from newsbeam.model.dev_report import missing_files
+        from newsbeam.model.dev_report import check_splits
 
-        missing = missing_files(args.data_root)
-        if missing:
-            print(f"newsbeam eval: dev splits missing under {args.data_root} (pass --data_root): "
-                  f"{', '.join(missing)}", file=sys.stderr)
+        try:  # before the model loads, so a wrong --data_root fails at once
+            check_splits(args.data_root)
+        except FileNotFoundError as error:
+            print(f"newsbeam eval: {error}", file=sys.stderr)
             return 1
     labeller = load_labeller(
         encoder=args.encoder, heads=args.heads, taxonomy=args.taxonomy, topic_model=args.topic_model,
