@@ -145,6 +145,75 @@ def test_read_labelled_jsonl_maps_skips_and_uses_headline_and_body(tmp_path):
     assert rows.skipped == 2
 
 
+def toy_article(count: int, seed: int) -> list[str]:
+    """``count`` words of a sports article in the toy vocabulary."""
+    return np.random.default_rng(seed).choice(SPORT_WORDS + FILLER, count).tolist()
+
+
+def test_article_windows_are_the_headline_with_each_later_stretch_of_the_body(tiny_encoder_path):
+    from newsbeam.model.encoder import load_encoder
+
+    tokenizer = load_encoder(tiny_encoder_path).tokenizer
+    # "passage : coach says" is 4 word tokens + 2 special ones: a 30-token window leaves 24 for the body
+    words = toy_article(24 * 3 + 5, seed=1)
+    windows = training.ArticleWindows(tokenizer, count=10, window_tokens=30)
+    assert windows("coach says", " ".join(words)) == [
+        "coach says\n" + " ".join(words[24:48]),
+        "coach says\n" + " ".join(words[48:72]),
+    ]  # the first stretch is the row itself; the 5-word scrap at the end is not a window
+    assert training.ArticleWindows(tokenizer, count=1, window_tokens=30)("coach says", " ".join(words)) == [
+        "coach says\n" + " ".join(words[24:48])]
+    assert training.ArticleWindows(tokenizer, count=0, window_tokens=30)("coach says", " ".join(words)) == []
+    assert windows("coach says", " ".join(words[:30])) == []  # one stretch and a scrap
+    assert windows("coach says", None) == []
+    with pytest.raises(ValueError, match="window_tokens"):
+        training.ArticleWindows(tokenizer, count=2, window_tokens=4)
+
+
+def test_read_labelled_jsonl_adds_windows_of_bodies_with_the_row_label_and_language(tmp_path, tiny_encoder_path):
+    from newsbeam.model.encoder import load_encoder
+
+    long_body = " ".join(toy_article(60, seed=2))
+    path = write_jsonl(tmp_path / "news.jsonl", [
+        {"headline": "cup", "body": long_body, "label": "sports", "lang": "fr"},
+        {"headline": "cup", "body": long_body, "label": "cooking", "lang": "fr"},  # skipped: no windows either
+        {"text": " ".join(toy_article(60, seed=3)), "label": "sports", "lang": "en"},  # no body: no windows
+    ])
+    windows = training.ArticleWindows(load_encoder(tiny_encoder_path).tokenizer, count=5, window_tokens=24)
+    rows = training.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids, windows=windows)
+    stretches = windows("cup", long_body)
+    assert len(stretches) == 2  # 60 words: stretches of 19 tokens at 19 and 38, then a 3-word scrap
+    assert rows.texts[1:3] == stretches and rows.texts[0].startswith("cup\n")
+    assert rows.labels == ["sport"] * 4 and rows.languages == ["fr", "fr", "fr", "en"]
+    assert (rows.windows, rows.skipped) == (2, 1)
+
+
+def test_train_heads_counts_article_windows_and_trains_on_them(tmp_path, tiny_encoder_path):
+    articles = [{"headline": "cup", "body": " ".join(toy_article(50, seed)), "label": "sport", "lang": "en"}
+                for seed in range(4)]
+    articles += [{"headline": "storm", "body": " ".join(np.random.default_rng(seed).choice(WEATHER_WORDS, 50)),
+                  "label": "weather", "lang": "en"} for seed in range(4)]
+    news = write_jsonl(tmp_path / "news.jsonl", articles)
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+
+    def train(*flags: str) -> dict:
+        output = tmp_path / f"heads{len(flags)}"
+        args = parser.parse_args(["--topic_data", news, "--tasks", "topic", "--encoder", tiny_encoder_path,
+                                  "--output", str(output), "--feature_cache", str(tmp_path / "features"),
+                                  "--max_tokens", "32", "--topic_layers", "-1", *flags])
+        assert training.run(args) == 0
+        return load_heads(str(output)).heads["topic"].metadata
+
+    # "passage : cup" leaves 11 of 16 tokens, raised to the 16-token least stretch: 50 words make
+    # full stretches at 16 and 32 after the row itself (the 2-word scrap at 48 is dropped)
+    windowed = train("--article_windows", "2", "--window_tokens", "16")
+    assert windowed["article_windows"] == {"per_article": 2, "tokens": 16, "rows": 16}
+    assert windowed["train_rows"] == 24 and windowed["label_counts"]["weather"] == 12
+    plain = train("--article_windows", "0")
+    assert plain["article_windows"]["rows"] == 0 and plain["train_rows"] == 8
+
+
 def test_parse_source_splits_only_a_map_suffix():
     assert training.parse_source("data/*/train.jsonl@sib200") == ("data/*/train.jsonl", "sib200")
     assert training.parse_source("data/x.jsonl@maps/my map.json") == ("data/x.jsonl", "maps/my map.json")
