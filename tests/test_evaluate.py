@@ -117,7 +117,7 @@ def test_eval_command_json_on_the_toy_set(toy_eval, trained_heads_module, capsys
     assert report["accuracy"] == 1.0 and report["macro_f1"] == 1.0
     assert set(report["per_language"]) == {"en", "fr"}
     assert report["per_language"]["fr"]["n"] == 10
-    assert report["model"] == f"{encoder_path}+heads-v2"
+    assert report["model"] == f"{encoder_path}+heads-v3"
 
 
 def test_eval_restrict_closes_the_label_set_per_language(toy_eval, trained_heads_module, capsys, tmp_path):

@@ -42,7 +42,7 @@ from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_ta
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256
-DEFAULT_VERSION = "heads-v2"
+DEFAULT_VERSION = "heads-v3"
 OWN_TRAINING_DIR = SEEDS_DIR / "training"
 # The recipe of the shipped heads: (task, pattern relative to --data_root or absolute, label map)
 DEFAULT_RECIPE = (
