@@ -126,6 +126,16 @@ def test_input_that_matches_nothing_is_a_configuration_error(tmp_path, capsys):
     assert "matches no file" in capsys.readouterr().err
 
 
+def test_a_configuration_error_leaves_no_beam_temp_folder_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where Beam makes its beam-pipeline-temp* folder
+    assert run_cli("--output", str(tmp_path / "out"), "--inputs", str(tmp_path / "nope-*.jsonl"), *FAST) == 2
+    assert list(scratch.iterdir()) == []
+
+
 def test_nothing_readable_exits_3(tmp_path, http_server):
     http_server.route("/gone.xml", __import__("tests.httpserver", fromlist=["Response"]).Response(status=404))
     code = run_cli("--output", str(tmp_path / "out"), "--feeds", http_server.url("/gone.xml"),

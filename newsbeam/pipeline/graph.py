@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import shutil
 from importlib import resources
 from typing import Optional
 
@@ -86,7 +87,8 @@ def _poll_settings(news: NewsOptions) -> tuple[float, Optional[float]]:
 
 
 def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, run_id: Optional[str] = None) -> beam.Pipeline:
-    """Assemble the graph on ``pipeline`` (a TestPipeline in tests) or a new one."""
+    """Assemble the graph on ``pipeline`` (a TestPipeline in tests) or a new one (whose
+    local temp folder is removed again when the graph cannot be assembled)."""
     news = options.view_as(NewsOptions)
     if not news.output:
         raise ValueError("--output is required (a local folder or gs:// path)")
@@ -95,8 +97,22 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"run id {run_id!r} may only use letters, digits, '_', '.' and '-' (it names files)")
     news.run_id = run_id
-    pipeline = pipeline if pipeline is not None else make_pipeline(options)
+    if pipeline is not None:
+        assemble(pipeline, news, run_id, streaming)
+        return pipeline
+    pipeline = make_pipeline(options)
+    try:
+        assemble(pipeline, news, run_id, streaming)
+    except BaseException:
+        # Beam removes a pipeline's local temp folder when it runs; one that
+        # never runs (a bad --inputs, say) would leave it in /tmp for good.
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+        raise
+    return pipeline
 
+
+def assemble(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming: bool) -> None:
+    """The graph itself: source -> normalise -> dedup -> language -> label -> write."""
     entry_sets, dead_sets = read_sources(pipeline, news, run_id, streaming)
     entries = entry_sets[0] if len(entry_sets) == 1 else tuple(entry_sets) | "MergeSources" >> beam.Flatten()
     normalised = entries | "Normalise" >> NormaliseEntries()
@@ -135,4 +151,3 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         dead_letters = dead_letters | "WindowDeadLetters" >> fixed_windows(news.window_seconds, news.allowed_lateness)
     articles | "WriteDataset" >> WriteArticles(news.output, run_id, news.partition_keys, news.max_rows_per_file)
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(news.output, run_id)
-    return pipeline
