@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from newsbeam.model import training
+from newsbeam.model.article_windows import ArticleWindows
 from newsbeam.model.heads import load_heads
 from newsbeam.model.taxonomy import load_taxonomy
 
@@ -156,18 +157,18 @@ def test_article_windows_are_the_headline_with_each_later_stretch_of_the_body(ti
     tokenizer = load_encoder(tiny_encoder_path).tokenizer
     # "passage : coach says" is 4 word tokens + 2 special ones: a 30-token window leaves 24 for the body
     words = toy_article(24 * 3 + 5, seed=1)
-    windows = training.ArticleWindows(tokenizer, count=10, window_tokens=30)
+    windows = ArticleWindows(tokenizer, count=10, window_tokens=30)
     assert windows("coach says", " ".join(words)) == [
         "coach says\n" + " ".join(words[24:48]),
         "coach says\n" + " ".join(words[48:72]),
     ]  # the first stretch is the row itself; the 5-word scrap at the end is not a window
-    assert training.ArticleWindows(tokenizer, count=1, window_tokens=30)("coach says", " ".join(words)) == [
+    assert ArticleWindows(tokenizer, count=1, window_tokens=30)("coach says", " ".join(words)) == [
         "coach says\n" + " ".join(words[24:48])]
-    assert training.ArticleWindows(tokenizer, count=0, window_tokens=30)("coach says", " ".join(words)) == []
+    assert ArticleWindows(tokenizer, count=0, window_tokens=30)("coach says", " ".join(words)) == []
     assert windows("coach says", " ".join(words[:30])) == []  # one stretch and a scrap
     assert windows("coach says", None) == []
     with pytest.raises(ValueError, match="window_tokens"):
-        training.ArticleWindows(tokenizer, count=2, window_tokens=4)
+        ArticleWindows(tokenizer, count=2, window_tokens=4)
 
 
 def test_read_labelled_jsonl_adds_windows_of_bodies_with_the_row_label_and_language(tmp_path, tiny_encoder_path):
@@ -179,7 +180,7 @@ def test_read_labelled_jsonl_adds_windows_of_bodies_with_the_row_label_and_langu
         {"headline": "cup", "body": long_body, "label": "cooking", "lang": "fr"},  # skipped: no windows either
         {"text": " ".join(toy_article(60, seed=3)), "label": "sports", "lang": "en"},  # no body: no windows
     ])
-    windows = training.ArticleWindows(load_encoder(tiny_encoder_path).tokenizer, count=5, window_tokens=24)
+    windows = ArticleWindows(load_encoder(tiny_encoder_path).tokenizer, count=5, window_tokens=24)
     rows = training.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids, windows=windows)
     stretches = windows("cup", long_body)
     assert len(stretches) == 2  # 60 words: stretches of 19 tokens at 19 and 38, then a 3-word scrap

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.model.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
 from newsbeam.model.encoder import PASSAGE_PREFIX
 from newsbeam.model.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
 from newsbeam.model.heads import DEFAULT_HEADS_DIR, Head, HeadSet, save_heads
@@ -68,10 +69,6 @@ DEFAULT_L2 = {"topic": 0.01, "sentiment": 0.01}
 DEFAULT_HIDDEN = {"topic": 128, "sentiment": 128}
 DEFAULT_EPOCHS = {"topic": 30, "sentiment": 20}
 DEFAULT_SOURCE_POWER = 0.0
-# Long training articles also teach through later stretches of their body
-# (see ArticleWindows), each the size of the pipeline's default token budget.
-DEFAULT_ARTICLE_WINDOWS = 10
-DEFAULT_WINDOW_TOKENS = 128
 MIN_MLP_STEPS = 300
 INT8_CALIBRATION_PER_FILE = 16
 
@@ -112,49 +109,6 @@ def row_text(row: dict) -> str:
     if row.get("headline") or row.get("body"):
         return article_text(row.get("headline"), None, row.get("body"))
     return str(row.get("text") or "")
-
-
-class ArticleWindows:
-    """More training rows from a long article: its headline followed by each
-    later stretch of the body, cut from the body's tokens so that headline
-    and stretch fill one ``window_tokens`` budget (but at least ``min_stretch``
-    body tokens, however long the headline), at most ``count`` of them.
-
-    The pipeline labels an article from its headline and lead, so a training
-    article is otherwise read only as far as its first stretch. The later
-    ones are the same article's news in the same desk's words: on the frozen
-    encoder, ten of them per MasakhaNEWS training article raised MasakhaNEWS
-    dev macro-F1 by 2 points and SIB-200's by 1 (docs/labels.md).
-    """
-
-    def __init__(self, tokenizer, count: int = DEFAULT_ARTICLE_WINDOWS, window_tokens: int = DEFAULT_WINDOW_TOKENS,
-                 prefix: str = PASSAGE_PREFIX, min_stretch: int = 16):
-        if count < 0 or window_tokens < 8:
-            raise ValueError(f"article windows need count >= 0 and window_tokens >= 8, got {count}, {window_tokens}")
-        self.tokenizer = tokenizer
-        self.count = count
-        self.window_tokens = window_tokens
-        self.prefix = prefix
-        self.min_stretch = min_stretch
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer([text], truncation=False, add_special_tokens=False)["input_ids"][0])
-
-    def __call__(self, headline: Optional[str], body: Optional[str]) -> list[str]:
-        from newsbeam.model.labeller import article_text
-
-        if self.count == 0 or not body:
-            return []
-        headline_tokens = len(self._ids(self.prefix + (headline or ""))) + 2  # + the special tokens
-        stretch = max(self.min_stretch, self.window_tokens - headline_tokens)
-        body_ids = self._ids(body)
-        stretches = [body_ids[start:start + stretch]
-                     for start in range(stretch, min(len(body_ids), stretch * (self.count + 1)), stretch)]
-        stretches = [ids for ids in stretches if len(ids) * 2 >= stretch]  # a last scrap is not an article
-        if not stretches:
-            return []
-        decoded = self.tokenizer.batch_decode(stretches, skip_special_tokens=True)
-        return [article_text(headline, None, text) for text in decoded if text.strip()]
 
 
 def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
