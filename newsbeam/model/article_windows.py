@@ -48,7 +48,5 @@ class ArticleWindows:
         stretches = [body_ids[start:start + stretch]
                      for start in range(stretch, min(len(body_ids), stretch * (self.count + 1)), stretch)]
         stretches = [ids for ids in stretches if len(ids) * 2 >= stretch]  # a last scrap is not an article
-        if not stretches:
-            return []
         decoded = self.tokenizer.batch_decode(stretches, skip_special_tokens=True)
         return [article_text(headline, None, text) for text in decoded if text.strip()]

@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -113,8 +113,7 @@ def row_text(row: dict) -> str:
 
 def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
                         allowed: Optional[Sequence[str]] = None, source: Optional[str] = None,
-                        windows: Optional[Callable[[Optional[str], Optional[str]], list[str]]] = None
-                        ) -> LabelledTexts:
+                        windows: Optional[ArticleWindows] = None) -> LabelledTexts:
     """Rows of one JSONL file, labels mapped through ``label_map`` (when given).
 
     Rows whose label maps to nothing, or to an id outside ``allowed``, are
