@@ -56,6 +56,7 @@ def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
     languages = feed_languages(feeds_root)
     items = LabelledTexts()
     for name, rows in sorted(by_file.items()):
+        # fetched_at is recorded on each entry, never read by the labeller
         entries = parse_feed((feeds_root / name).read_bytes(), source=name,
                              fetched_at="2026-01-01T00:00:00Z").entries
         for row in rows:
