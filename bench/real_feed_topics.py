@@ -24,8 +24,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
-FEEDS_ROOT = REPO.parent / "shared" / "data" / "feeds" / "real"
+from quality import SHARED_DATA
+
+FEEDS_ROOT = SHARED_DATA / "feeds" / "real"
 LABELS_FILE = Path(__file__).resolve().parent / "labels" / "real_feed_topics.jsonl"
 CONFIDENCES = ("high", "medium")
 
@@ -38,16 +39,16 @@ def read_labels(path: Path = LABELS_FILE, confidence: Optional[str] = None) -> l
 
 def feed_languages(feeds_root: Path = FEEDS_ROOT) -> dict[str, str]:
     """Each feed file's language as the data set's manifest gives it."""
-    manifest = (feeds_root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return {row["file"]: row.get("lang") or "und" for row in map(json.loads, manifest) if row}
+    lines = (feeds_root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return {row["file"]: row.get("lang") or "und" for row in map(json.loads, filter(str.strip, lines))}
 
 
 def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
     """The labelled entries as the labeller sees them: a ``LabelledTexts`` whose
     texts are headline + lead after the pipeline's parsing and normalisation."""
-    from newsbeam.model.labeller import article_text
     from newsbeam.model.training import LabelledTexts
     from newsbeam.transforms.feeds import parse_feed
+    from newsbeam.transforms.labelling import labelling_text
     from newsbeam.transforms.normalise import normalise_entry
 
     by_file: dict[str, list[dict]] = defaultdict(list)
@@ -60,8 +61,7 @@ def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
         entries = parse_feed((feeds_root / name).read_bytes(), source=name,
                              fetched_at="2026-01-01T00:00:00Z").entries
         for row in rows:
-            article = normalise_entry(entries[row["index"]])
-            items.append(article_text(article.title, article.summary, article.body), row["label"],
+            items.append(labelling_text(normalise_entry(entries[row["index"]])), row["label"],
                          languages.get(name, "und"), source=name, path=f"{name}#{row['index']}")
     return items
 
