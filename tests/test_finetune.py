@@ -9,7 +9,9 @@ import torch
 from newsbeam.model import training
 from newsbeam.model.adaptation import DOWN, UP, apply_weight_deltas, low_rank_deltas
 from newsbeam.model.bert import load_bert
-from newsbeam.model.finetune import FineTuneSettings, TaskRows, fine_tune, upper_features, warmup_then_linear_decay
+from newsbeam.model import finetune
+from newsbeam.model.finetune import (FineTuneSettings, RowStream, TaskRows, batch_count, fine_tune, rows_per_epoch,
+                                     upper_features, warmup_then_linear_decay)
 from newsbeam.model.heads import load_heads, save_heads
 from newsbeam.model.taxonomy import load_taxonomy
 from tests.test_training import (HAPPY_WORDS, SAD_WORDS, SPORT_WORDS, WEATHER_WORDS, save_tiny_bert, toy_sentences,
@@ -72,7 +74,7 @@ def test_apply_weight_deltas_adds_to_the_named_parameters_and_refuses_misfits(ti
 
 
 @pytest.mark.parametrize("bad", [{"rank": 0}, {"epochs": -1}, {"batch_size": 0}, {"learning_rate": 0.0},
-                                 {"seeds": 0}])
+                                 {"seeds": 0}, {"task_epochs": (("topic", 0),)}])
 def test_bad_fine_tuning_settings_fail_before_any_training(bad):
     with pytest.raises(ValueError, match="fine-tuning"):
         FineTuneSettings(**bad)
@@ -88,6 +90,38 @@ def test_train_heads_fine_tune_options_reach_the_settings():
         ["--fine_tune_seed", "3", "--fine_tune_seeds", "2", "--fine_tune_lr", "1e-4", "--fine_tune_rank", "16",
          "--fine_tune_epochs", "5", "--fine_tune_from_layer", "4"]))
     assert chosen == FineTuneSettings(seed=3, seeds=2, learning_rate=1e-4, rank=16, epochs=5, from_layer=4)
+    per_task = training.fine_tune_settings(parser.parse_args(["--fine_tune_task_epochs", "topic=5, sentiment=2"]))
+    assert per_task.task_epochs == (("topic", 5), ("sentiment", 2))
+    assert (per_task.epochs_of("topic"), per_task.epochs_of("sentiment"), per_task.total_epochs(["sentiment"])) == (5, 2, 2)
+    assert per_task.describe()["task_epochs"] == {"topic": 5, "sentiment": 2}
+    for bad in ("topic", "topics=5", "topic=five"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--fine_tune_task_epochs", bad])
+
+
+def test_a_task_with_fewer_epochs_sees_each_row_that_many_times_spread_over_the_run():
+    import random
+
+    assert rows_per_epoch(70, 3, 3) == [70, 70, 70]
+    shares = rows_per_epoch(70, 3, 5)
+    assert sum(shares) == 210 and max(shares) - min(shares) <= 1
+    stream, shuffler = RowStream(70), random.Random(0)
+    epochs = [stream.take(share, shuffler) for share in shares]
+    seen = np.bincount(np.concatenate(epochs), minlength=70)
+    assert (seen == 3).all()
+    assert [len(epoch) for epoch in epochs] == shares
+    whole = RowStream(70)  # a task at the run's own epochs gets one fresh permutation per epoch
+    assert all(sorted(whole.take(70, shuffler)) == list(range(70)) for _ in range(3))
+
+
+@pytest.mark.parametrize("rows", [0, 1, 31, 32, 33, 1600, 1601, 5000])
+def test_batch_count_is_what_an_epoch_of_batches_holds(rows):
+    import random
+
+    states = {"topic": [torch.zeros(1 + index % 7, 4) for index in range(rows)]}
+    batches = finetune._batches({"topic": list(range(rows))}, states, 32, random.Random(0))
+    assert batch_count(rows, 32) == len(batches)
+    assert sorted(index for _, batch in batches for index in batch) == list(range(rows))
 
 
 def test_learning_rate_rises_over_the_warmup_then_falls_to_zero():
@@ -176,6 +210,42 @@ def test_fine_tunes_of_several_seeds_are_averaged_into_one_encoder_and_one_head(
         assert not np.allclose(one, other)
         np.testing.assert_allclose(mine, (one + other) / 2, atol=1e-6)
     assert soup_head.metadata["fine_tuned"]["seeds"] == 2
+
+
+def test_task_epochs_give_each_task_its_own_passes_in_one_run(tiny_path, monkeypatch):
+    """topic=3 with sentiment at epochs=1: three epochs run; every topic row is
+    trained on three times, every sentiment row once, spread over all three."""
+    taxonomy = load_taxonomy()
+    encoder = own_bert_encoder(tiny_path)
+    texts = {"topic": toy_sentences(SPORT_WORDS, 12, 5) + toy_sentences(WEATHER_WORDS, 12, 6),
+             "sentiment": toy_sentences(HAPPY_WORDS, 15, 7) + toy_sentences(SAD_WORDS, 15, 8)}
+    targets = {"topic": [taxonomy.topic_ids.index("sport")] * 12 + [taxonomy.topic_ids.index("weather")] * 12,
+               "sentiment": [2] * 15 + [0] * 15}
+    probes = {}
+    for task, labels in (("topic", taxonomy.topic_ids), ("sentiment", taxonomy.sentiment_ids)):
+        pooled = encoder.pooled_layers(encoder.tokenize(["passage: " + t for t in texts[task]], 32), (1, 3))
+        probes[task] = training.fit_head(task, labels, (1, 3), pooled, np.asarray(targets[task]),
+                                         np.ones(len(texts[task])), l2=0.01, hidden=8, epochs=3)
+    rows = toy_task_rows(encoder, probes, texts, targets)
+    epochs_seen = []
+    original = finetune._batches
+
+    def recording(drawn, states, batch_size, shuffler):
+        batches = original(drawn, states, batch_size, shuffler)
+        epochs_seen.append(batches)
+        return batches
+
+    monkeypatch.setattr(finetune, "_batches", recording)
+    settings = FineTuneSettings(from_layer=1, epochs=1, task_epochs=(("topic", 3),), learning_rate=1e-3,
+                                head_learning_rate=1e-3, batch_size=8, rank=4)
+    heads, _ = fine_tune(encoder.model, rows, settings, pad_id=encoder.pad_id)
+    assert len(epochs_seen) == 3
+    for task, passes in (("topic", 3), ("sentiment", 1)):
+        seen = np.bincount([index for epoch in epochs_seen for name, batch in epoch if name == task
+                            for index in batch], minlength=len(texts[task]))
+        assert (seen == passes).all(), (task, seen)
+        assert all(any(name == task for name, _ in epoch) for epoch in epochs_seen)  # spread, not bunched
+    assert heads["topic"].metadata["fine_tuned"]["task_epochs"] == {"topic": 3}
 
 
 def test_fine_tune_refuses_heads_reading_below_the_trained_layers(tiny_path):

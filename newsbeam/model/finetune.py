@@ -51,11 +51,17 @@ class FineTuneSettings:
     rank: int = 32  # of each shipped weight delta (newsbeam.model.adaptation)
     seed: int = 0
     seeds: int = 1  # fine-tunes run from the same start, seeds seed.., and averaged (a "model soup")
+    # (task, epochs) pairs overriding ``epochs`` for a task: its rows are seen that many
+    # times, spread evenly over the run's epochs (the most any task has), so topic rows can
+    # take more passes than the tweets, which over-fit sooner
+    task_epochs: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         # checked before any training: a bad rank found after 20 minutes of it wastes them
         if self.epochs < 0 or self.from_layer < 0:
             raise ValueError(f"fine-tuning epochs and from_layer must be >= 0, got {self.epochs}, {self.from_layer}")
+        if any(epochs < 1 for _, epochs in self.task_epochs):
+            raise ValueError(f"a task's fine-tuning epochs must be >= 1, got {dict(self.task_epochs)}")
         if self.rank < 1 or self.batch_size < 1 or self.seeds < 1:
             raise ValueError(f"fine-tuning rank, batch size and seeds must be >= 1, got {self.rank}, "
                              f"{self.batch_size}, {self.seeds}")
@@ -64,7 +70,14 @@ class FineTuneSettings:
                              f"{self.head_learning_rate}")
 
     def describe(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "task_epochs": dict(self.task_epochs)}
+
+    def epochs_of(self, task: str) -> int:
+        return dict(self.task_epochs).get(task, self.epochs)
+
+    def total_epochs(self, tasks) -> int:
+        """Epochs the run lasts: the most that any of ``tasks`` takes."""
+        return max((self.epochs_of(task) for task in tasks), default=self.epochs)
 
 
 @dataclass
@@ -149,16 +162,21 @@ def _train_once(model: BertModel, tasks: Mapping[str, TaskRows], states: Mapping
         {"params": encoder_parameters, "lr": settings.learning_rate, "weight_decay": settings.weight_decay},
         {"params": list(networks.parameters()), "lr": settings.head_learning_rate,
          "weight_decay": settings.weight_decay}])
-    steps_per_epoch = len(_batches(tasks, states, settings.batch_size, random.Random(0)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, warmup_then_linear_decay(steps_per_epoch * settings.epochs, settings.warmup_fraction))
+    total_epochs = settings.total_epochs(tasks)
+    visits = {task: rows_per_epoch(len(rows.label_ids), settings.epochs_of(task), total_epochs)
+              for task, rows in tasks.items()}
+    total_steps = sum(batch_count(count, settings.batch_size) for counts in visits.values() for count in counts)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_then_linear_decay(total_steps,
+                                                                                     settings.warmup_fraction))
+    streams = {task: RowStream(len(rows.label_ids)) for task, rows in tasks.items()}
 
     model.train()
     networks.train()
     try:
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(1, total_epochs + 1):
             total, count = 0.0, 0
-            for task, batch in _batches(tasks, states, settings.batch_size, shuffler):
+            drawn = {task: streams[task].take(visits[task][epoch - 1], shuffler) for task in tasks}
+            for task, batch in _batches(drawn, states, settings.batch_size, shuffler):
                 rows = tasks[task]
                 features = upper_features(model, [states[task][i] for i in batch], settings.from_layer,
                                           rows.head.layers)
@@ -172,7 +190,7 @@ def _train_once(model: BertModel, tasks: Mapping[str, TaskRows], states: Mapping
                 optimiser.step()
                 schedule.step()
                 total, count = total + loss.item(), count + 1
-            LOGGER.info("fine-tune seed %d, epoch %d/%d: mean loss %.4f (%.0fs)", seed, epoch, settings.epochs,
+            LOGGER.info("fine-tune seed %d, epoch %d/%d: mean loss %.4f (%.0fs)", seed, epoch, total_epochs,
                         total / max(count, 1), time.perf_counter() - started)
     finally:
         model.eval()
@@ -261,13 +279,48 @@ class HeadNetwork(torch.nn.Module):
                        "metadata": {**head.metadata, "fine_tuned": settings.describe()}})
 
 
-def _batches(tasks: Mapping[str, TaskRows], states: Mapping[str, list], batch_size: int,
+def rows_per_epoch(rows: int, epochs: int, total_epochs: int) -> list[int]:
+    """How many of a task's row visits fall in each of ``total_epochs`` epochs
+    when each of ``rows`` rows is seen ``epochs`` times: spread evenly."""
+    visits = rows * epochs
+    bounds = [round(epoch * visits / total_epochs) for epoch in range(total_epochs + 1)]
+    return [end - start for start, end in zip(bounds, bounds[1:])]
+
+
+def batch_count(rows: int, batch_size: int) -> int:
+    """Batches :func:`_batches` cuts ``rows`` rows of one task into (per length-sorted chunk)."""
+    chunk_rows = batch_size * LENGTH_SORT_CHUNK_BATCHES
+    full, rest = divmod(rows, chunk_rows)
+    return full * LENGTH_SORT_CHUNK_BATCHES + -(-rest // batch_size)
+
+
+class RowStream:
+    """A task's row indices in random order, pass after pass (each pass a new
+    permutation), taken an epoch's share at a time: every row is seen once per
+    pass, whatever the shares."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self.pending: list[int] = []
+
+    def take(self, count: int, shuffler: random.Random) -> list[int]:
+        taken: list[int] = []
+        while len(taken) < count:
+            if not self.pending:
+                self.pending = list(range(self.rows))
+                shuffler.shuffle(self.pending)
+            share = self.pending[:count - len(taken)]
+            taken += share
+            self.pending = self.pending[len(share):]
+        return taken
+
+
+def _batches(drawn: Mapping[str, list[int]], states: Mapping[str, list], batch_size: int,
              shuffler: random.Random) -> list[tuple[str, list[int]]]:
-    """One epoch: every row once, in single-task batches of similar lengths, tasks interleaved."""
+    """One epoch's single-task batches of similar lengths, tasks interleaved: ``drawn`` gives
+    each task's rows for the epoch, in random order."""
     batches = []
-    for task, rows in tasks.items():
-        order = list(range(len(rows.label_ids)))
-        shuffler.shuffle(order)
+    for task, order in drawn.items():
         chunk_rows = batch_size * LENGTH_SORT_CHUNK_BATCHES
         for start in range(0, len(order), chunk_rows):
             chunk = sorted(order[start:start + chunk_rows], key=lambda i: states[task][i].shape[0])

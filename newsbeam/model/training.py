@@ -464,6 +464,17 @@ def default_data(data_root: str, recipe=DEFAULT_RECIPE) -> dict[str, list[str]]:
     return data
 
 
+def _task_epochs(value: str) -> tuple[tuple[str, int], ...]:
+    """``topic=5,sentiment=3`` -> (("topic", 5), ("sentiment", 3))."""
+    pairs = []
+    for part in filter(None, (piece.strip() for piece in value.split(","))):
+        task, separator, epochs = part.partition("=")
+        if not separator or task.strip() not in ("topic", "sentiment") or not epochs.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected TASK=EPOCHS with TASK topic or sentiment, got {part!r}")
+        pairs.append((task.strip(), int(epochs)))
+    return tuple(pairs)
+
+
 def _layer_list(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.split(",") if part.strip())
@@ -523,6 +534,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shipped encoder and head set; each costs a fine-tune's training time.")
     parser.add_argument("--fine_tune_lr", type=float, default=defaults.learning_rate,
                         help="Learning rate of the encoder layers (the heads take %g)." % defaults.head_learning_rate)
+    parser.add_argument("--fine_tune_task_epochs", type=_task_epochs, default=defaults.task_epochs,
+                        metavar="TASK=EPOCHS[,...]",
+                        help="Epochs for one task's rows instead of --fine_tune_epochs, e.g. topic=5: its rows are "
+                             "seen that many times, spread over the run's epochs (the most any task takes).")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="Head version recorded in the model column.")
     parser.add_argument("--feature_cache", default=None,
                         help="Folder caching encoder features between runs (default: <model cache>/features).")
@@ -533,7 +548,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def fine_tune_settings(args: argparse.Namespace) -> FineTuneSettings:
     return FineTuneSettings(epochs=args.fine_tune_epochs, from_layer=args.fine_tune_from_layer,
                             rank=args.fine_tune_rank, learning_rate=args.fine_tune_lr, seed=args.fine_tune_seed,
-                            seeds=args.fine_tune_seeds)
+                            seeds=args.fine_tune_seeds, task_epochs=args.fine_tune_task_epochs)
 
 
 def run(args: argparse.Namespace) -> int:
