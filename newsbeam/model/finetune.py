@@ -52,8 +52,8 @@ class FineTuneSettings:
     seed: int = 0
     seeds: int = 1  # fine-tunes run from the same start, seeds seed.., and averaged (a "model soup")
     # (task, epochs) pairs overriding ``epochs`` for a task: its rows are seen that many
-    # times, spread evenly over the run's epochs (the most any task has), so topic rows can
-    # take more passes than the tweets, which over-fit sooner
+    # times, spread evenly over the run's epochs (the most any task has), so one task can
+    # take more passes than another that over-fits sooner (epochs 0 still means no fine-tune)
     task_epochs: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):

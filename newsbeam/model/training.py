@@ -537,7 +537,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine_tune_task_epochs", type=_task_epochs, default=defaults.task_epochs,
                         metavar="TASK=EPOCHS[,...]",
                         help="Epochs for one task's rows instead of --fine_tune_epochs, e.g. topic=5: its rows are "
-                             "seen that many times, spread over the run's epochs (the most any task takes).")
+                             "seen that many times, spread over the run's epochs (the most any task takes); "
+                             "--fine_tune_epochs 0 still keeps the encoder frozen.")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="Head version recorded in the model column.")
     parser.add_argument("--feature_cache", default=None,
                         help="Folder caching encoder features between runs (default: <model cache>/features).")
