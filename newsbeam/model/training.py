@@ -37,7 +37,7 @@ from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
 from newsbeam.model.encoder import PASSAGE_PREFIX
 from newsbeam.model.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
-from newsbeam.model.heads import DEFAULT_HEADS_DIR, Head, HeadSet, save_heads
+from newsbeam.model.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet, save_heads
 from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -469,7 +469,7 @@ def _task_epochs(value: str) -> tuple[tuple[str, int], ...]:
     pairs = []
     for part in filter(None, (piece.strip() for piece in value.split(","))):
         task, separator, epochs = part.partition("=")
-        if not separator or task.strip() not in ("topic", "sentiment") or not epochs.strip().isdigit():
+        if not separator or task.strip() not in TASKS or not epochs.strip().isdigit():
             raise argparse.ArgumentTypeError(f"expected TASK=EPOCHS with TASK topic or sentiment, got {part!r}")
         pairs.append((task.strip(), int(epochs)))
     return tuple(pairs)
@@ -558,7 +558,7 @@ def run(args: argparse.Namespace) -> int:
     from newsbeam.model.encoder import load_encoder
 
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
-    unknown = sorted(set(tasks) - {"topic", "sentiment"})
+    unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; expected topic and/or sentiment")
     fine_tuning = fine_tune_settings(args)
