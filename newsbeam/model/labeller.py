@@ -27,6 +27,7 @@ import numpy as np
 
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.heads import Head, HeadSet, load_heads, softmax
+from newsbeam.model.input_text import model_text
 from newsbeam.model.taxonomy import Taxonomy, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -197,8 +198,9 @@ class Labeller:
         return "+".join(parts)
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Encoder token ids of ``prefix + text``, truncated to ``max_tokens``."""
-        return self.encoder.tokenize([self.prefix + (text or "") for text in texts], self.max_tokens)
+        """Encoder token ids of ``prefix + text``, truncated to ``max_tokens``; the
+        text as :func:`model_text` gives it, like the rows the heads were trained on."""
+        return self.encoder.tokenize([self.prefix + model_text(text or "") for text in texts], self.max_tokens)
 
     def _texts_from_ids(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
         texts = self.encoder.tokenizer.batch_decode([list(ids) for ids in token_ids], skip_special_tokens=True)

@@ -36,6 +36,7 @@ import torch
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
 from newsbeam.model.encoder import PASSAGE_PREFIX
+from newsbeam.model.input_text import model_text
 from newsbeam.model.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
 from newsbeam.model.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet, save_heads
 from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
@@ -196,8 +197,9 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
 
 def passage_token_ids(encoder, texts: Sequence[str], max_tokens: int,
                       prefix: str = PASSAGE_PREFIX) -> list[list[int]]:
-    """Token ids of ``prefix + text`` per text, as the heads read them (e5's passage prefix)."""
-    return encoder.tokenize([prefix + text for text in texts], max_tokens)
+    """Token ids of ``prefix + text`` per text, as the heads read them (e5's passage
+    prefix; stray escapes decoded by :func:`model_text`, as the labeller does)."""
+    return encoder.tokenize([prefix + model_text(text) for text in texts], max_tokens)
 
 
 def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_tokens: int,
@@ -208,6 +210,9 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
     serves any later choice of layers.
     """
     all_layers = tuple(range(encoder.num_layers + 1))
+    # keyed by the text the encoder reads, so a change in model_text re-embeds
+    # exactly the rows it changes
+    texts = [model_text(text) for text in texts]
     cache_file = None
     if cache_dir is not None:
         digest = hashlib.sha256()
