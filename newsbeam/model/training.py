@@ -36,9 +36,9 @@ import torch
 from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
 from newsbeam.model.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
 from newsbeam.model.encoder import PASSAGE_PREFIX
-from newsbeam.model.input_text import model_text
 from newsbeam.model.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
 from newsbeam.model.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet, save_heads
+from newsbeam.model.input_text import model_text
 from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
