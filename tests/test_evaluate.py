@@ -221,3 +221,80 @@ def test_the_reported_dev_splits_exist_in_the_shared_data_and_no_training_step_r
     for recipe in (default_data(str(SHARED)), default_data(str(SHARED), DEFAULT_TEMPERATURE_RECIPE)):
         read = {path for specs in recipe.values() for spec in specs for path in expand_pattern(parse_source(spec)[0])}
         assert read and reported.isdisjoint(read)
+
+
+def test_bootstrap_resample_scores_equal_f1_scores_on_the_same_rows():
+    rng = np.random.default_rng(3)
+    gold = rng.choice(["a", "b", "c", "d"], 60).tolist()
+    predicted = [label if rng.random() < 0.7 else "c" for label in gold]
+    for seed in range(5):
+        # one resample: the interval collapses onto that resample's macro-F1
+        (picks,) = np.random.default_rng(seed).integers(0, len(gold), size=(1, len(gold)))
+        expected = evaluate.f1_scores([gold[i] for i in picks], [predicted[i] for i in picks])["macro_f1"]
+        low, high = evaluate.bootstrap_macro_f1(gold, predicted, samples=1, seed=seed)
+        assert low == pytest.approx(expected) and high == pytest.approx(expected)
+
+
+def test_bootstrap_interval_holds_the_score_and_narrows_with_more_rows():
+    rng = np.random.default_rng(4)
+
+    def noisy(n):
+        gold = rng.choice(["pos", "neg", "neu"], n).tolist()
+        return gold, [label if rng.random() < 0.75 else "neu" for label in gold]
+
+    small, large = noisy(100), noisy(2000)
+    low, high = evaluate.bootstrap_macro_f1(*small)
+    assert low < evaluate.f1_scores(*small)["macro_f1"] < high
+    large_low, large_high = evaluate.bootstrap_macro_f1(*large)
+    assert (large_high - large_low) < (high - low) / 3  # width shrinks like 1/sqrt(n)
+
+
+def test_paired_bootstrap_tells_a_small_real_gain_from_noise():
+    rng = np.random.default_rng(5)
+    gold = rng.choice(["x", "y", "z"], 400).tolist()
+    base = [label if rng.random() < 0.7 else rng.choice(["x", "y", "z"]) for label in gold]
+    # the same model fixing 20 of its mistakes: a few points, inside each single interval's width
+    mistakes = [i for i, (g, p) in enumerate(zip(gold, base)) if g != p][:20]
+    better = [gold[i] if i in mistakes else label for i, label in enumerate(base)]
+    low, high = evaluate.bootstrap_macro_f1(gold, better, against=base)
+    assert 0 < low < high
+    single_low, single_high = evaluate.bootstrap_macro_f1(gold, base)
+    gain = evaluate.f1_scores(gold, better)["macro_f1"] - evaluate.f1_scores(gold, base)["macro_f1"]
+    assert gain < single_high - single_low
+    assert evaluate.bootstrap_macro_f1(gold, base, against=base) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        evaluate.bootstrap_macro_f1(gold, base[:-1])
+
+
+def test_dev_report_with_bootstrap_and_against_compares_two_head_sets(trained_heads_module, tmp_path, capsys):
+    encoder_path, heads = trained_heads_module
+    sets = toy_dev_sets(tmp_path)
+    import newsbeam.model.dev_report as dev_report_module
+    from newsbeam.model.labeller import load_labeller
+
+    labeller = load_labeller(encoder=encoder_path, heads=heads, max_tokens=32)
+    zero_shot = load_labeller(encoder=encoder_path, max_tokens=32)  # no heads: another model for the same rows
+    report = dev_report_module.dev_report(labeller, str(tmp_path), sets, bootstrap=200, against=zero_shot)
+    sentiment, topic = report["sets"]
+    assert topic["interval"] == [1.0, 1.0]  # every resample of a perfect score is perfect
+    low, high = sentiment["interval"]
+    assert low <= sentiment["macro_f1"] <= high and low < high
+    assert report["against_model"] == zero_shot.model_id
+    for row in report["sets"]:
+        assert row["difference"] == pytest.approx(row["macro_f1"] - row["against"]["macro_f1"])
+        assert row["difference_interval"][0] <= row["difference"] <= row["difference_interval"][1]
+    table = dev_report_module.format_dev_report(report)
+    assert "| all | 95% interval | target |" in table
+    assert "| toy topic |  | 1.000 |  |  |  | 1.000 |  | 1.000 | 1.000 to 1.000 | >= 0.90: met |" in table
+    assert f"against {zero_shot.model_id} on the same rows" in table
+    assert run_eval(["--task", "topic", "--data", "x.jsonl", "--against", heads], capsys)[0] == 2
+
+
+def test_eval_bootstrap_option_adds_the_interval(toy_eval, trained_heads_module, capsys):
+    data, label_map = toy_eval
+    encoder_path, heads = trained_heads_module
+    common = ["--task", "topic", "--data", data, "--label_map", label_map, "--encoder", encoder_path,
+              "--heads", heads, "--max_tokens", "32", "--bootstrap", "100"]
+    status, out = run_eval(common + ["--json"], capsys)
+    assert status == 0 and json.loads(out)["macro_f1_interval"] == [1.0, 1.0]
+    assert "macro-F1 95% interval 1.0000 to 1.0000" in run_eval(common, capsys)[1]

@@ -3,7 +3,9 @@
 Macro-F1 per language on the public dev/val splits the project reports
 (XLM-T val for sentiment; SIB-200 dev and MasakhaNEWS dev, closed-set, for
 topics), next to the targets of issue #3. It is how two head sets are
-compared: run it once with each ``--heads``. The splits are the ones
+compared: ``--heads A --against B`` scores both on the same rows and gives
+the difference with a paired-bootstrap interval (``--bootstrap N`` adds
+each set's own interval). The splits are the ones
 ``../shared/data`` holds; the training recipe never reads them (see
 ``training.DEFAULT_RECIPE``).
 """
@@ -13,7 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from newsbeam.model.evaluate import evaluate_labeller, read_eval_rows
+from newsbeam.model.evaluate import (DEFAULT_BOOTSTRAP, bootstrap_macro_f1, classification_report, predict_rows,
+                                     read_eval_rows)
 
 COLUMNS = ("ar", "en", "fr", "de", "es", "zh", "ru")
 
@@ -55,36 +58,77 @@ def check_splits(data_root: str, sets: Sequence[DevSet] = DEV_SETS) -> None:
         raise FileNotFoundError(f"dev splits missing under {data_root} (pass --data_root): {', '.join(missing)}")
 
 
-def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS) -> dict:
+def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS, *, bootstrap: int = 0,
+               against=None) -> dict:
     """``{"model", "max_tokens", "sets": [{name, macro_f1, per_language, target, met}, ...]}``.
 
-    Raises FileNotFoundError naming every missing file before scoring any."""
+    ``bootstrap`` resamples add each set's 95% ``interval``. ``against``,
+    another labeller, is scored on the same rows: each set then also has
+    ``against`` (its macro-F1 and per-language scores), ``difference`` and
+    ``difference_interval`` (paired bootstrap, ``bootstrap`` or
+    ``DEFAULT_BOOTSTRAP`` resamples). Raises FileNotFoundError naming every
+    missing file before scoring any."""
     check_splits(data_root, sets)
     scored = []
     for dev_set in sets:
         rows = read_eval_rows([os.path.join(data_root, path) for path in dev_set.files], dev_set.label_map,
                               labeller.taxonomy.ids_for(dev_set.task))
-        report = evaluate_labeller(labeller, dev_set.task, rows, restrict=dev_set.restrict)
-        per_language = {language: scores["macro_f1"] for language, scores in report["per_language"].items()}
+        predicted = predict_rows(labeller, dev_set.task, rows, dev_set.restrict)[0]
+        report = classification_report(rows.labels, predicted, rows.languages)
+        per_language = _macro_f1_per_language(report)
         judged = ([per_language.get(language, 0.0) for language in dev_set.target_languages]
                   or [report["macro_f1"]])
-        scored.append({"name": dev_set.name, "task": dev_set.task, "n": report["n"], "macro_f1": report["macro_f1"],
-                       "per_language": per_language, "target": dev_set.target_text(),
-                       "met": all(score >= dev_set.target for score in judged)})
-    return {"model": labeller.model_id, "max_tokens": labeller.max_tokens, "sets": scored}
+        entry = {"name": dev_set.name, "task": dev_set.task, "n": report["n"], "macro_f1": report["macro_f1"],
+                 "per_language": per_language, "target": dev_set.target_text(),
+                 "met": all(score >= dev_set.target for score in judged)}
+        if bootstrap:
+            entry["interval"] = list(bootstrap_macro_f1(rows.labels, predicted, samples=bootstrap))
+        if against is not None:
+            other = predict_rows(against, dev_set.task, rows, dev_set.restrict)[0]
+            other_report = classification_report(rows.labels, other, rows.languages)
+            entry["against"] = {"macro_f1": other_report["macro_f1"],
+                                "per_language": _macro_f1_per_language(other_report)}
+            entry["difference"] = report["macro_f1"] - other_report["macro_f1"]
+            entry["difference_interval"] = list(bootstrap_macro_f1(
+                rows.labels, predicted, against=other, samples=bootstrap or DEFAULT_BOOTSTRAP))
+        scored.append(entry)
+    result = {"model": labeller.model_id, "max_tokens": labeller.max_tokens, "sets": scored}
+    if against is not None:
+        result["against_model"] = against.model_id
+    return result
+
+
+def _macro_f1_per_language(report: dict) -> dict[str, float]:
+    return {language: scores["macro_f1"] for language, scores in report["per_language"].items()}
 
 
 def format_dev_report(report: dict) -> str:
-    """The report as the README's markdown table, one column per language."""
+    """The report as the README's markdown table, one column per language;
+    then, with ``against``, the paired comparison."""
     extra = sorted({language for row in report["sets"] for language in row["per_language"]} - set(COLUMNS))
     columns = list(COLUMNS) + extra
+    with_intervals = any("interval" in row for row in report["sets"])
     lines = [f"model {report['model']}, max_tokens {report['max_tokens']}", "",
-             "| set | " + " | ".join(columns) + " | all | target |",
-             "|---|" + "---|" * (len(columns) + 2)]
+             "| set | " + " | ".join(columns) + " | all |" + (" 95% interval |" if with_intervals else "")
+             + " target |",
+             "|---|" + "---|" * (len(columns) + 2 + with_intervals)]
     for row in report["sets"]:
         cells = [f"{row['per_language'][language]:.3f}" if language in row["per_language"] else ""
                  for language in columns]
         verdict = "met" if row["met"] else "not met"
+        interval = f" {_interval_text(row['interval'])} |" if "interval" in row else (" |" if with_intervals else "")
         lines.append(f"| {row['name']} | " + " | ".join(cells)
-                     + f" | {row['macro_f1']:.3f} | {row['target']}: {verdict} |")
+                     + f" | {row['macro_f1']:.3f} |{interval} {row['target']}: {verdict} |")
+    if "against_model" in report:
+        heads = f" ({report['against_heads']})" if report.get("against_heads") else ""
+        lines += ["", f"against {report['against_model']}{heads} on the same rows (paired bootstrap):", "",
+                  "| set | this | against | difference | 95% interval of the difference |", "|---|---|---|---|---|"]
+        for row in report["sets"]:
+            lines.append(f"| {row['name']} | {row['macro_f1']:.3f} | {row['against']['macro_f1']:.3f} | "
+                         f"{row['difference']:+.3f} | {_interval_text(row['difference_interval'], signed=True)} |")
     return "\n".join(lines)
+
+
+def _interval_text(interval: Sequence[float], signed: bool = False) -> str:
+    low, high = interval
+    return f"{low:+.3f} to {high:+.3f}" if signed else f"{low:.3f} to {high:.3f}"

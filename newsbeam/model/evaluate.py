@@ -34,6 +34,7 @@ from newsbeam.model.training import LabelledTexts, expand_pattern, read_labelled
 LOGGER = logging.getLogger(__name__)
 
 TASKS = ("topic", "sentiment")
+DEFAULT_BOOTSTRAP = 1000
 
 
 def f1_scores(gold: Sequence[str], predicted: Sequence[str], labels: Optional[Sequence[str]] = None) -> dict:
@@ -54,6 +55,52 @@ def f1_scores(gold: Sequence[str], predicted: Sequence[str], labels: Optional[Se
         per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
     macro = float(np.mean([scores["f1"] for scores in per_label.values()])) if per_label else 0.0
     return {"per_label": per_label, "macro_f1": macro}
+
+
+def bootstrap_macro_f1(gold: Sequence[str], predicted: Sequence[str], *, against: Optional[Sequence[str]] = None,
+                       samples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of macro-F1 over resamples of the rows.
+
+    With ``against`` (another model's predictions for the same rows) it is the
+    interval of ``macro-F1(predicted) - macro-F1(against)``, both scored on the
+    same resample each time (a paired bootstrap): the row-to-row luck both
+    models share cancels, so a difference smaller than the single intervals'
+    width can still be told from zero. Each macro-F1 is :func:`f1_scores`'s:
+    over the labels present in that resample as gold or prediction.
+    """
+    if samples < 1 or not 0 < level < 1:
+        raise ValueError(f"need samples >= 1 and 0 < level < 1, got {samples}, {level}")
+    if not len(gold) or len(gold) != len(predicted) or (against is not None and len(against) != len(gold)):
+        raise ValueError("gold and predictions must be non-empty and of the same length")
+    labels = sorted(set(gold) | set(predicted) | set(against or ()))
+    code = {label: index for index, label in enumerate(labels)}
+    gold_codes = np.array([code[label] for label in gold])
+    picks = np.random.default_rng(seed).integers(0, len(gold), size=(samples, len(gold)))
+    width = len(labels) + 1  # one more bucket per resample: "no label" for rows that are not a hit
+    offsets = np.arange(samples)[:, None] * width
+    resampled_gold = gold_codes[picks]
+    support = _count_per_resample(offsets + resampled_gold, samples, width)
+
+    def resampled_macro_f1(predictions: Sequence[str]) -> np.ndarray:
+        resampled = np.array([code[label] for label in predictions])[picks]
+        predicted_count = _count_per_resample(offsets + resampled, samples, width)
+        hits = np.where(resampled == resampled_gold, resampled, len(labels))
+        true_positive = _count_per_resample(offsets + hits, samples, width)
+        present = (support + predicted_count) > 0
+        f1 = np.where(present, 2 * true_positive / np.maximum(support + predicted_count, 1), 0.0)
+        return f1.sum(axis=1) / present.sum(axis=1)
+
+    scores = resampled_macro_f1(predicted)
+    if against is not None:
+        scores = scores - resampled_macro_f1(against)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _count_per_resample(codes: np.ndarray, samples: int, width: int) -> np.ndarray:
+    """(samples, labels) counts from codes already offset by resample (the last bucket dropped)."""
+    return np.bincount(codes.ravel(), minlength=samples * width).reshape(samples, width)[:, :-1]
 
 
 def classification_report(gold: Sequence[str], predicted: Sequence[str], languages: Sequence[str]) -> dict:
@@ -122,14 +169,22 @@ def read_eval_rows(patterns: Sequence[str], label_map: Optional[str], task_label
     return rows
 
 
-def evaluate_labeller(labeller, task: str, rows: LabelledTexts, restrict: bool = False) -> dict:
-    """The classification report of ``labeller`` on ``rows``, with timing."""
+def predict_rows(labeller, task: str, rows: LabelledTexts, restrict: bool = False) -> tuple[list[str], float, int]:
+    """The label ``labeller`` predicts for each row, the seconds it took and the tokens it read."""
     started = time.perf_counter()
     token_ids = labeller.token_ids(rows.texts)
     label_ids, probabilities = labeller.task_probabilities(task, token_ids)
     seconds = time.perf_counter() - started
     allowed = allowed_labels_by_language(rows.labels, rows.languages) if restrict else None
     predicted = choose_labels(label_ids, probabilities, rows.languages, allowed)
+    return predicted, seconds, int(sum(len(ids) for ids in token_ids))
+
+
+def evaluate_labeller(labeller, task: str, rows: LabelledTexts, restrict: bool = False,
+                      bootstrap: int = 0) -> dict:
+    """The classification report of ``labeller`` on ``rows``, with timing; with
+    ``bootstrap`` resamples, also the 95% interval of macro-F1."""
+    predicted, seconds, tokens = predict_rows(labeller, task, rows, restrict)
     report = classification_report(rows.labels, predicted, rows.languages)
     report.update({
         "task": task,
@@ -138,8 +193,10 @@ def evaluate_labeller(labeller, task: str, rows: LabelledTexts, restrict: bool =
         "model": labeller.model_id,
         "seconds": round(seconds, 2),
         "texts_per_second": round(len(rows.texts) / seconds, 1) if seconds > 0 else None,
-        "tokens": int(sum(len(ids) for ids in token_ids)),
+        "tokens": tokens,
     })
+    if bootstrap:
+        report["macro_f1_interval"] = list(bootstrap_macro_f1(rows.labels, predicted, samples=bootstrap))
     return report
 
 
@@ -152,6 +209,9 @@ def format_report(report: dict) -> str:
         "",
         f"{'label':<36}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
+    if "macro_f1_interval" in report:
+        low, high = report["macro_f1_interval"]
+        lines.insert(2, f"macro-F1 95% interval {low:.4f} to {high:.4f} (bootstrap over rows)")
     for label, scores in report["per_class"].items():
         lines.append(f"{label:<36}{scores['precision']:>10.4f}{scores['recall']:>10.4f}"
                      f"{scores['f1']:>10.4f}{scores['support']:>9d}")
@@ -180,6 +240,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restrict", action="store_true",
                         help="Closed-set: predict only among the mapped gold labels of each row's language.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="Also give macro-F1's 95%% interval from N resamples of the rows (1000 is plenty): "
+                             "dev sets of a few hundred rows move by 2-3 points on the luck of the draw.")
+    parser.add_argument("--against", default=None, metavar="HEADS",
+                        help="With --dev_report: also score this other heads folder on the same rows and give the "
+                             "difference with its paired-bootstrap 95%% interval (--bootstrap resamples, else "
+                             f"{DEFAULT_BOOTSTRAP}). How to tell a retrain's gain from noise.")
     parser.add_argument("--encoder", default=None, help="Encoder (default: embedded multilingual-e5-small).")
     parser.add_argument("--heads", default=None, help="Trained heads folder (default: shipped heads).")
     parser.add_argument("--taxonomy", default=None, help="Topic taxonomy YAML (default: IPTC top level).")
@@ -201,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.task or args.data) if args.dev_report else not (args.task and args.data):
         print("newsbeam eval: give either --dev_report or both --task and --data", file=sys.stderr)
         return 2
+    if args.against and not args.dev_report or args.bootstrap < 0:
+        print("newsbeam eval: --against goes with --dev_report, and --bootstrap is a count >= 0", file=sys.stderr)
+        return 2
     if args.dev_report:
         from newsbeam.model.dev_report import check_splits
 
@@ -216,13 +286,20 @@ def run(args: argparse.Namespace) -> int:
     if args.dev_report:
         from newsbeam.model.dev_report import dev_report, format_dev_report
 
-        report = dev_report(labeller, args.data_root)
+        against = None
+        if args.against:
+            against = load_labeller(
+                encoder=args.encoder, heads=args.against, taxonomy=args.taxonomy, max_tokens=args.max_tokens,
+                max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads, cache_dir=args.model_cache)
+        report = dev_report(labeller, args.data_root, bootstrap=args.bootstrap, against=against)
+        if against is not None:  # two retrains of one recipe share a model id; the folder tells them apart
+            report["against_heads"] = args.against
         print(json.dumps(report, ensure_ascii=False) if args.json else format_dev_report(report))
         return 0
     rows = read_eval_rows(args.data, args.label_map, labeller.taxonomy.ids_for(args.task))
     if not rows.texts:
         print(f"no usable rows in {args.data} ({rows.skipped} skipped)", file=sys.stderr)
         return 1
-    report = evaluate_labeller(labeller, args.task, rows, restrict=args.restrict)
+    report = evaluate_labeller(labeller, args.task, rows, restrict=args.restrict, bootstrap=args.bootstrap)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0
