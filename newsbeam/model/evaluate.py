@@ -58,7 +58,7 @@ def f1_scores(gold: Sequence[str], predicted: Sequence[str], labels: Optional[Se
 
 
 def bootstrap_macro_f1(gold: Sequence[str], predicted: Sequence[str], *, against: Optional[Sequence[str]] = None,
-                       samples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+                       samples: int = DEFAULT_BOOTSTRAP, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of macro-F1 over resamples of the rows.
 
     With ``against`` (another model's predictions for the same rows) it is the
@@ -74,33 +74,41 @@ def bootstrap_macro_f1(gold: Sequence[str], predicted: Sequence[str], *, against
         raise ValueError("gold and predictions must be non-empty and of the same length")
     labels = sorted(set(gold) | set(predicted) | set(against or ()))
     code = {label: index for index, label in enumerate(labels)}
-    gold_codes = np.array([code[label] for label in gold])
-    picks = np.random.default_rng(seed).integers(0, len(gold), size=(samples, len(gold)))
-    width = len(labels) + 1  # one more bucket per resample: "no label" for rows that are not a hit
-    offsets = np.arange(samples)[:, None] * width
-    resampled_gold = gold_codes[picks]
-    support = _count_per_resample(offsets + resampled_gold, samples, width)
 
-    def resampled_macro_f1(predictions: Sequence[str]) -> np.ndarray:
-        resampled = np.array([code[label] for label in predictions])[picks]
-        predicted_count = _count_per_resample(offsets + resampled, samples, width)
-        hits = np.where(resampled == resampled_gold, resampled, len(labels))
-        true_positive = _count_per_resample(offsets + hits, samples, width)
-        present = (support + predicted_count) > 0
-        f1 = np.where(present, 2 * true_positive / np.maximum(support + predicted_count, 1), 0.0)
-        return f1.sum(axis=1) / present.sum(axis=1)
+    def codes(values: Sequence[str]) -> np.ndarray:
+        return np.array([code[label] for label in values])
 
-    scores = resampled_macro_f1(predicted)
-    if against is not None:
-        scores = scores - resampled_macro_f1(against)
+    gold_codes, predicted_codes = codes(gold), codes(predicted)
+    against_codes = codes(against) if against is not None else None
+    rng = np.random.default_rng(seed)
+    # resamples in blocks of about 4M rows, so a large set does not need samples x rows of memory at once
+    block = max(1, min(samples, 4_000_000 // len(gold)))
+    scores = []
+    for start in range(0, samples, block):
+        picks = rng.integers(0, len(gold), size=(min(block, samples - start), len(gold)))
+        block_scores = _resampled_macro_f1(gold_codes[picks], predicted_codes[picks], len(labels))
+        if against_codes is not None:
+            block_scores -= _resampled_macro_f1(gold_codes[picks], against_codes[picks], len(labels))
+        scores.append(block_scores)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(scores, [tail, 100 - tail])
+    low, high = np.percentile(np.concatenate(scores), [tail, 100 - tail])
     return float(low), float(high)
 
 
-def _count_per_resample(codes: np.ndarray, samples: int, width: int) -> np.ndarray:
-    """(samples, labels) counts from codes already offset by resample (the last bucket dropped)."""
-    return np.bincount(codes.ravel(), minlength=samples * width).reshape(samples, width)[:, :-1]
+def _resampled_macro_f1(gold: np.ndarray, predicted: np.ndarray, num_labels: int) -> np.ndarray:
+    """Macro-F1 of each row of (resamples, rows) label codes, as :func:`f1_scores` computes it."""
+    width = num_labels + 1  # one more bucket per resample: "no label", for rows that are not a hit
+    offsets = np.arange(gold.shape[0])[:, None] * width
+
+    def per_label(values: np.ndarray) -> np.ndarray:
+        counts = np.bincount((offsets + values).ravel(), minlength=gold.shape[0] * width)
+        return counts.reshape(gold.shape[0], width)[:, :-1]
+
+    support, predicted_count = per_label(gold), per_label(predicted)
+    true_positive = per_label(np.where(gold == predicted, gold, num_labels))
+    present = (support + predicted_count) > 0
+    f1 = np.where(present, 2 * true_positive / np.maximum(support + predicted_count, 1), 0.0)
+    return f1.sum(axis=1) / present.sum(axis=1)
 
 
 def classification_report(gold: Sequence[str], predicted: Sequence[str], languages: Sequence[str]) -> dict:
@@ -268,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.task or args.data) if args.dev_report else not (args.task and args.data):
         print("newsbeam eval: give either --dev_report or both --task and --data", file=sys.stderr)
         return 2
-    if args.against and not args.dev_report or args.bootstrap < 0:
+    if (args.against and not args.dev_report) or args.bootstrap < 0:
         print("newsbeam eval: --against goes with --dev_report, and --bootstrap is a count >= 0", file=sys.stderr)
         return 2
     if args.dev_report:
