@@ -268,11 +268,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
 
 
+def _load_labeller(args: argparse.Namespace, heads: Optional[str], **classifiers):
+    """A labeller with ``heads`` and the encoder, taxonomy and budgets ``args`` give."""
+    from newsbeam.model.labeller import load_labeller
+
+    return load_labeller(encoder=args.encoder, heads=heads, taxonomy=args.taxonomy, max_tokens=args.max_tokens,
+                         max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads,
+                         cache_dir=args.model_cache, **classifiers)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the report; returns a process exit status (1 when no row or split was usable, 2 for
     a bad combination of options)."""
-    from newsbeam.model.labeller import load_labeller
-
     if (args.task or args.data) if args.dev_report else not (args.task and args.data):
         print("newsbeam eval: give either --dev_report or both --task and --data", file=sys.stderr)
         return 2
@@ -287,18 +294,12 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as error:
             print(f"newsbeam eval: {error}", file=sys.stderr)
             return 1
-    labeller = load_labeller(
-        encoder=args.encoder, heads=args.heads, taxonomy=args.taxonomy, topic_model=args.topic_model,
-        sentiment_model=args.sentiment_model, label_map=args.model_label_map, max_tokens=args.max_tokens,
-        max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads, cache_dir=args.model_cache)
+    labeller = _load_labeller(args, args.heads, topic_model=args.topic_model, sentiment_model=args.sentiment_model,
+                              label_map=args.model_label_map)
     if args.dev_report:
         from newsbeam.model.dev_report import dev_report, format_dev_report
 
-        against = None
-        if args.against:
-            against = load_labeller(
-                encoder=args.encoder, heads=args.against, taxonomy=args.taxonomy, max_tokens=args.max_tokens,
-                max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads, cache_dir=args.model_cache)
+        against = _load_labeller(args, args.against) if args.against else None
         report = dev_report(labeller, args.data_root, bootstrap=args.bootstrap, against=against)
         if against is not None:  # two retrains of one recipe share a model id; the folder tells them apart
             report["against_heads"] = args.against

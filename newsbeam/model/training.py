@@ -475,7 +475,7 @@ def _task_epochs(value: str) -> tuple[tuple[str, int], ...]:
     for part in filter(None, (piece.strip() for piece in value.split(","))):
         task, separator, epochs = part.partition("=")
         if not separator or task.strip() not in TASKS or not epochs.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"expected TASK=EPOCHS with TASK topic or sentiment, got {part!r}")
+            raise argparse.ArgumentTypeError(f"expected TASK=EPOCHS with TASK one of {', '.join(TASKS)}, got {part!r}")
         pairs.append((task.strip(), int(epochs)))
     return tuple(pairs)
 
