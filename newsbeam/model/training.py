@@ -207,7 +207,9 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
     """(N, len(layers), hidden) mean-pooled states for ``prefix + text``, cached by content hash.
 
     The cache keeps every layer of the encoder (float16), so one embedding run
-    serves any later choice of layers.
+    serves any later choice of layers. The features are float16-rounded with
+    or without a cache, hit or miss, so a retrain fits the same heads whether
+    or not the cache was warm.
     """
     all_layers = tuple(range(encoder.num_layers + 1))
     # keyed by the text the encoder reads, so a change in model_text re-embeds
@@ -225,16 +227,19 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
                 return cached[:, list(layers), :].astype(np.float32)
     started = time.perf_counter()
     token_ids = passage_token_ids(encoder, texts, max_tokens, prefix)
-    pooled = encoder.pooled_layers(token_ids, all_layers if cache_file else layers)
+    # rounded as the cache stores them: heads fitted on a cold cache's float32
+    # features and on a warm one's float16 differed, and the fine-tune from
+    # those heads read SIB-200 1.6 points apart (docs/labels.md)
+    pooled = encoder.pooled_layers(token_ids, all_layers if cache_file else layers).astype(np.float16)
     LOGGER.info("embedded %d texts (%d tokens) in %.1fs", len(texts), sum(map(len, token_ids)),
                 time.perf_counter() - started)
     if cache_file is None:
-        return pooled
+        return pooled.astype(np.float32)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(temporary, pooled.astype(np.float16))
+    np.save(temporary, pooled)
     os.replace(temporary, cache_file)
-    return pooled[:, list(layers), :]
+    return pooled[:, list(layers), :].astype(np.float32)
 
 
 def balanced_weights(label_ids: np.ndarray, sources: Sequence[str], num_labels: int,
