@@ -228,8 +228,8 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
     started = time.perf_counter()
     token_ids = passage_token_ids(encoder, texts, max_tokens, prefix)
     # rounded as the cache stores them: heads fitted on a cold cache's float32
-    # features and on a warm one's float16 differed, and the fine-tune from
-    # those heads read SIB-200 1.6 points apart (docs/labels.md)
+    # features and on a warm one's float16 differ, the one known difference
+    # between two runs of one seed that read SIB-200 1.6 points apart (docs/labels.md)
     pooled = encoder.pooled_layers(token_ids, all_layers if cache_file else layers).astype(np.float16)
     LOGGER.info("embedded %d texts (%d tokens) in %.1fs", len(texts), sum(map(len, token_ids)),
                 time.perf_counter() - started)
