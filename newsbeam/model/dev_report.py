@@ -73,8 +73,7 @@ def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS, *, b
     for dev_set in sets:
         rows = read_eval_rows([os.path.join(data_root, path) for path in dev_set.files], dev_set.label_map,
                               labeller.taxonomy.ids_for(dev_set.task))
-        predicted = predict_rows(labeller, dev_set.task, rows, dev_set.restrict)[0]
-        report = classification_report(rows.labels, predicted, rows.languages)
+        predicted, report = _predict_and_score(labeller, dev_set, rows)
         per_language = _macro_f1_per_language(report)
         judged = ([per_language.get(language, 0.0) for language in dev_set.target_languages]
                   or [report["macro_f1"]])
@@ -84,8 +83,7 @@ def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS, *, b
         if bootstrap:
             entry["interval"] = list(bootstrap_macro_f1(rows.labels, predicted, samples=bootstrap))
         if against is not None:
-            other = predict_rows(against, dev_set.task, rows, dev_set.restrict)[0]
-            other_report = classification_report(rows.labels, other, rows.languages)
+            other, other_report = _predict_and_score(against, dev_set, rows)
             entry["against"] = {"macro_f1": other_report["macro_f1"],
                                 "per_language": _macro_f1_per_language(other_report)}
             entry["difference"] = report["macro_f1"] - other_report["macro_f1"]
@@ -96,6 +94,12 @@ def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS, *, b
     if against is not None:
         result["against_model"] = against.model_id
     return result
+
+
+def _predict_and_score(labeller, dev_set: DevSet, rows) -> tuple[list[str], dict]:
+    """``labeller``'s predictions for ``rows`` and their classification report."""
+    predicted = predict_rows(labeller, dev_set.task, rows, dev_set.restrict)[0]
+    return predicted, classification_report(rows.labels, predicted, rows.languages)
 
 
 def _macro_f1_per_language(report: dict) -> dict[str, float]:
