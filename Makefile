@@ -16,6 +16,7 @@ $(VENV)/.installed: setup.py
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet --no-deps -e ./lab
 	bash scripts/install-test-system-deps.sh
 	touch $@
 

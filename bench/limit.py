@@ -48,7 +48,7 @@ def measure_limit(labeller, texts: Sequence[str], *, repeats: int = 1) -> dict:
 def int8_encoder(labeller):
     """The labeller's encoder running a calibrated int8 copy of its model
     (exactly what ``--quantize int8`` loads); the fp32 model is back afterwards."""
-    from newsbeam.model.encoder import quantize_encoder
+    from newsbeam.labelling.encoder import quantize_encoder
 
     encoder = labeller.encoder
     fp32_model = encoder.model

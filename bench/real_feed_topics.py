@@ -46,7 +46,7 @@ def feed_languages(feeds_root: Path = FEEDS_ROOT) -> dict[str, str]:
 def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
     """The labelled entries as the labeller sees them: a ``LabelledTexts`` whose
     texts are headline + lead after the pipeline's parsing and normalisation."""
-    from newsbeam.model.training import LabelledTexts
+    from newsbeam_lab.training import LabelledTexts
     from newsbeam.transforms.feeds import parse_feed
     from newsbeam.transforms.labelling import labelling_text
     from newsbeam.transforms.normalise import normalise_entry
@@ -78,8 +78,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"skipped: {FEEDS_ROOT} is absent (the feeds live in the team's shared data, not in a clone)")
         return 0
 
-    from newsbeam.model.evaluate import evaluate_labeller, format_report
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam_lab.evaluate import evaluate_labeller, format_report
+    from newsbeam.labelling.labeller import load_labeller
 
     items = read_items(read_labels(confidence=args.confidence))
     report = evaluate_labeller(load_labeller(heads=args.heads, max_tokens=args.max_tokens), "topic", items)

@@ -205,7 +205,7 @@ def measure_int8(labeller, int8_limit: Optional[dict], corpus_dir: Path, work: P
     run = run_child(newsbeam_argv([str(corpus_dir)], work / "out_int8", heads_args, int8=True)).check()
     rows = read_labels(work / "out_int8")
     return {
-        "method": ("newsbeam.model.int8: SmoothQuant input scaling (alpha 0.8) + quantize_dynamic per-channel "
+        "method": ("newsbeam.labelling.int8: SmoothQuant input scaling (alpha 0.8) + quantize_dynamic per-channel "
                    "qint8 of every nn.Linear except the FFN output projections kept fp32"),
         "kept_fp32": list(getattr(int8_model, "int8_kept_fp32", ())),
         "limit": int8_limit,
@@ -218,8 +218,8 @@ def measure_int8(labeller, int8_limit: Optional[dict], corpus_dir: Path, work: P
 
 def measure_naive(corpus_dir: Path, work: Path, heads: Optional[str]) -> dict:
     from naive import NaiveLabeller, naive_run
-    from newsbeam.model.embedded import ensure_embedded_model
-    from newsbeam.model.heads import load_heads
+    from newsbeam.labelling.embedded import ensure_embedded_model
+    from newsbeam.labelling.heads import load_heads
 
     labeller = NaiveLabeller(ensure_embedded_model(), load_heads(heads))
     result = naive_run(corpus_dir, work / "out_naive", labeller)
@@ -460,7 +460,7 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **naive** (`bench/naive.py`): feedparser + json, then per article py3langid, one encoder pass for the topic head
   and another for the sentiment head, each padded to 512 tokens, batch of one; `pandas.DataFrame.to_parquet(
   partition_cols=["dt", "lang"])`. Same encoder and heads. Timed on a subset, model loaded before the clock starts.
-- **int8** (`newsbeam run --quantize int8`, `newsbeam/model/int8.py`): calibrated with the peaks shipped in the
+- **int8** (`newsbeam run --quantize int8`, `newsbeam/labelling/int8.py`): calibrated with the peaks shipped in the
   heads (432 training texts, recorded by `train-heads`), SmoothQuant input scaling (alpha 0.8), then `quantize_dynamic` with
   `per_channel_dynamic_qconfig` of every `nn.Linear` except the {len(int8.get("kept_fp32") or ())} FFN output projections with the
   worst input outliers, which stay fp32;

@@ -21,9 +21,9 @@ STAGE_FUNCTIONS = {
     "read_and_parse": ("newsbeam/transforms/files.py", "entries_from_file"),
     "normalise": ("newsbeam/transforms/normalise.py", "normalise_entry"),
     "language": ("newsbeam/transforms/language.py", "detect_language"),
-    "model_load": ("newsbeam/model/labeller.py", "load_labeller"),
-    "tokenise": ("newsbeam/model/labeller.py", "token_ids"),
-    "model": ("newsbeam/model/labeller.py", "label_token_ids"),
+    "model_load": ("newsbeam/labelling/labeller.py", "load_labeller"),
+    "tokenise": ("newsbeam/labelling/labeller.py", "token_ids"),
+    "model": ("newsbeam/labelling/labeller.py", "label_token_ids"),
     "write": ("newsbeam/transforms/sink.py", "write_parquet"),
 }
 

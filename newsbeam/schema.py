@@ -13,7 +13,6 @@ import pyarrow as pa
 from newsbeam.records import Article
 
 SCHEMA_VERSION = "1"
-DEFAULT_PARTITION_KEYS = ("dt", "lang")
 
 TOPIC_SCORE_TYPE = pa.struct([("label", pa.string()), ("score", pa.float32())])
 

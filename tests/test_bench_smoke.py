@@ -103,9 +103,10 @@ def test_child_without_a_log_dir_leaves_no_files_behind(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def random_heads(tmp_path_factory):
     """Heads with random weights on the embedded encoder: enough to run the code paths."""
-    from newsbeam.model.embedded import EMBEDDED_MODEL_ID
-    from newsbeam.model.heads import Head, HeadSet, save_heads
-    from newsbeam.model.taxonomy import load_taxonomy
+    from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID
+    from newsbeam.labelling.heads import Head, HeadSet
+    from newsbeam_lab.heads_writer import save_heads
+    from newsbeam.labelling.taxonomy import load_taxonomy
 
     taxonomy, rng = load_taxonomy(), np.random.default_rng(0)
     heads = {}
@@ -124,9 +125,9 @@ def random_heads(tmp_path_factory):
 def test_limit_int8_and_naive_label_the_same_articles(tmp_path, random_heads):
     from limit import int8_encoder, measure_limit
     from naive import NaiveLabeller, naive_run
-    from newsbeam.model.embedded import ensure_embedded_model
-    from newsbeam.model.heads import load_heads
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam.labelling.embedded import ensure_embedded_model
+    from newsbeam.labelling.heads import load_heads
+    from newsbeam.labelling.labeller import load_labeller
 
     articles = corpus.generate_articles(5, seed=3)
     texts = corpus.labelling_texts(articles)
@@ -165,7 +166,7 @@ def test_markdown_reports_missing_steps_instead_of_numbers():
 def test_bench_int8_uses_the_peaks_the_run_uses():
     """The bench's in-process int8 must be what `newsbeam run --quantize int8` loads."""
     from limit import int8_encoder
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam.labelling.labeller import load_labeller
 
     texts = corpus.labelling_texts(corpus.generate_articles(8, seed=5))
     run_labeller = load_labeller(quantize="int8")

@@ -16,7 +16,6 @@ import pytest
 
 from newsbeam.pipeline.cli import main
 from newsbeam.pipeline.compact import (
-    LOCK_NAME,
     CompactionLocked,
     compact_dataset,
     find_leaf_folders,
@@ -24,7 +23,7 @@ from newsbeam.pipeline.compact import (
     rows_per_output_file,
 )
 from newsbeam.schema import FILE_SCHEMA
-from newsbeam.transforms.incremental import PART_NAME_RE, run_key_of
+from newsbeam.layout import COMPACT_LOCK_NAME as LOCK_NAME, PART_NAME_RE, run_key_of
 from tests.datasets import make_article, write_articles
 
 DAY_ONE, DAY_TWO = dt.date(2024, 5, 1), dt.date(2024, 5, 2)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from newsbeam.model import evaluate
+from newsbeam_lab import evaluate
 from tests.test_training import SPORT_WORDS, WEATHER_WORDS, toy_sentences, write_jsonl
 
 
@@ -83,7 +83,7 @@ def toy_eval(tmp_path_factory, trained_heads_module):
 def trained_heads_module(tmp_path_factory):
     """The toy heads of test_training, trained once for this module."""
     from tests.test_training import save_tiny_bert, write_toy_sets
-    from newsbeam.model import training
+    from newsbeam_lab import training
 
     encoder_path = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-eval"))
     folder = tmp_path_factory.mktemp("toy-train")
@@ -149,7 +149,7 @@ def test_eval_text_output_and_empty_data(toy_eval, trained_heads_module, capsys,
 
 
 def test_shipped_label_maps_hit_distinct_taxonomy_ids():
-    from newsbeam.model.taxonomy import load_label_map, load_taxonomy
+    from newsbeam.labelling.taxonomy import load_label_map, load_taxonomy
 
     taxonomy = load_taxonomy()
     sib = load_label_map("sib200")
@@ -166,7 +166,7 @@ def test_shipped_label_maps_hit_distinct_taxonomy_ids():
 
 def toy_dev_sets(root):
     """A data root shaped like ../shared/data's, with the toy head's labels, and the sets scoring it."""
-    from newsbeam.model.dev_report import DevSet
+    from newsbeam_lab.dev_report import DevSet
     from tests.test_training import HAPPY_WORDS, SAD_WORDS
 
     (root / "topic").mkdir(parents=True)
@@ -184,8 +184,8 @@ def toy_dev_sets(root):
 
 
 def test_dev_report_scores_each_set_per_language_against_its_target(trained_heads_module, tmp_path):
-    from newsbeam.model.dev_report import dev_report, format_dev_report
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam_lab.dev_report import dev_report, format_dev_report
+    from newsbeam.labelling.labeller import load_labeller
 
     encoder_path, heads = trained_heads_module
     labeller = load_labeller(encoder=encoder_path, heads=heads, max_tokens=32)
@@ -210,8 +210,8 @@ def test_dev_report_option_needs_its_splits_and_excludes_task_and_data(trained_h
 
 
 def test_the_reported_dev_splits_exist_in_the_shared_data_and_no_training_step_reads_them():
-    from newsbeam.model.dev_report import DEV_SETS, check_splits
-    from newsbeam.model.training import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
+    from newsbeam_lab.dev_report import DEV_SETS, check_splits
+    from newsbeam_lab.training import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
     from tests.pipeline_helpers import SHARED
 
     if not SHARED.is_dir():
@@ -269,8 +269,8 @@ def test_paired_bootstrap_tells_a_small_real_gain_from_noise():
 def test_dev_report_with_bootstrap_and_against_compares_two_head_sets(trained_heads_module, tmp_path, capsys):
     encoder_path, heads = trained_heads_module
     sets = toy_dev_sets(tmp_path)
-    import newsbeam.model.dev_report as dev_report_module
-    from newsbeam.model.labeller import load_labeller
+    import newsbeam_lab.dev_report as dev_report_module
+    from newsbeam.labelling.labeller import load_labeller
 
     labeller = load_labeller(encoder=encoder_path, heads=heads, max_tokens=32)
     zero_shot = load_labeller(encoder=encoder_path, max_tokens=32)  # no heads: another model for the same rows

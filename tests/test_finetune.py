@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from newsbeam.model import training
-from newsbeam.model.adaptation import DOWN, UP, apply_weight_deltas, low_rank_deltas
-from newsbeam.model.bert import load_bert
-from newsbeam.model import finetune
-from newsbeam.model.finetune import (FineTuneSettings, RowStream, TaskRows, batch_count, fine_tune, rows_per_epoch,
+from newsbeam_lab import training
+from newsbeam.labelling.adaptation import DOWN, UP, apply_weight_deltas
+from newsbeam.labelling.bert import load_bert
+from newsbeam_lab import finetune
+from newsbeam_lab.finetune import (FineTuneSettings, RowStream, TaskRows, batch_count, fine_tune, rows_per_epoch,
                                      upper_features, warmup_then_linear_decay)
-from newsbeam.model.heads import load_heads, save_heads
-from newsbeam.model.taxonomy import load_taxonomy
+from newsbeam.labelling.heads import load_heads
+from newsbeam_lab.deltas import low_rank_deltas
+from newsbeam_lab.heads_writer import save_heads
+from newsbeam.labelling.taxonomy import load_taxonomy
 from tests.test_training import (HAPPY_WORDS, SAD_WORDS, SPORT_WORDS, WEATHER_WORDS, save_tiny_bert, toy_sentences,
                                  write_jsonl, write_toy_sets)
 
@@ -25,7 +27,7 @@ def tiny_path(tmp_path_factory) -> str:
 
 def own_bert_encoder(path: str):
     """The tiny checkpoint as newsbeam's own BERT (the class fine-tuning trains), with its tokenizer."""
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     encoder = load_encoder(path)
     encoder.model = load_bert(path)
@@ -138,7 +140,7 @@ def toy_task_rows(encoder, heads_by_task, texts_by_task, labels_by_task):
 
 
 def weighted_loss(model, network_heads, rows: TaskRows, from_layer: int) -> float:
-    from newsbeam.model.finetune import HeadNetwork, frozen_states
+    from newsbeam_lab.finetune import HeadNetwork, frozen_states
 
     states = frozen_states(model, rows.token_ids, from_layer, pad_id=0, max_batch_tokens=4096)
     with torch.inference_mode():
@@ -266,7 +268,7 @@ def test_fine_tuned_heads_round_trip_and_the_labeller_applies_their_deltas(tiny_
     """train_heads on newsbeam's BERT; the saved heads carry the deltas; a
     labeller loading that checkpoint (through transformers, the same
     parameter names) ends up with the same weights and labels the toy sets."""
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam.labelling.labeller import load_labeller
 
     topic_file, sentiment_file = write_toy_sets(tmp_path)
     (tmp_path / "map.json").write_text('{"football": "sport", "meteo": "weather"}')
@@ -306,7 +308,7 @@ def test_fine_tuned_heads_round_trip_and_the_labeller_applies_their_deltas(tiny_
 
 
 def test_train_heads_keeps_a_transformers_encoder_frozen(tmp_path, tiny_path, caplog):
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     topic_file, sentiment_file = write_toy_sets(tmp_path)
     encoder = load_encoder(tiny_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from newsbeam.faults import CRASH_POINTS
-from newsbeam.transforms.incremental import StateLock, StateLocked
+from newsbeam.state.lock import StateLock, StateLocked
 from tests.httpserver import RecordedRequest, Response
 from tests.pipeline_helpers import assert_accounting, english_items, only_manifest, read_rows, rss, run_cli
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from newsbeam.model import training
-from newsbeam.model.input_text import model_text
+from newsbeam_lab import training
+from newsbeam.labelling.input_text import model_text
 from tests.test_training import save_tiny_bert
 
 ESCAPED_TWEET = r"Brilliant\u002c I\u2019m at the #cufidc session \ud83d\ude02 &amp;amp; more"
@@ -37,14 +37,14 @@ def test_decoding_twice_changes_nothing_and_a_lone_surrogate_becomes_a_replaceme
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     return load_encoder(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
 
 
 def test_training_and_the_labeller_read_the_same_decoded_tokens(tiny_encoder):
-    from newsbeam.model.labeller import Labeller
-    from newsbeam.model.taxonomy import load_taxonomy
+    from newsbeam.labelling.labeller import Labeller
+    from newsbeam.labelling.taxonomy import load_taxonomy
 
     escaped, decoded = "great win &amp; joy", "great win & joy"
     training_ids = training.passage_token_ids(tiny_encoder, [escaped, decoded], 32)

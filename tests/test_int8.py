@@ -13,9 +13,10 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from newsbeam.model.bert import BertConfig, BertModel  # noqa: E402
-from newsbeam.model.heads import HeadSet, load_heads, save_heads  # noqa: E402
-from newsbeam.model.int8 import (DEFAULT_KEEP_FP32, InputScaled, calibration_texts, input_peaks, layers_kept_fp32,  # noqa: E402
+from newsbeam.labelling.bert import BertConfig, BertModel  # noqa: E402
+from newsbeam.labelling.heads import HeadSet, load_heads  # noqa: E402
+from newsbeam_lab.heads_writer import save_heads  # noqa: E402
+from newsbeam.labelling.int8 import (DEFAULT_KEEP_FP32, InputScaled, calibration_texts, input_peaks, layers_kept_fp32,  # noqa: E402
                                  quantize_int8, smoothed)
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
@@ -106,7 +107,7 @@ def test_peaks_round_trip_with_the_heads(tmp_path):
 
 
 def test_shipped_heads_carry_peaks_for_every_linear_layer_of_the_embedded_encoder():
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     head_set = load_heads()
     names = {name for name, module in load_encoder().model.named_modules() if isinstance(module, nn.Linear)}
@@ -116,8 +117,8 @@ def test_shipped_heads_carry_peaks_for_every_linear_layer_of_the_embedded_encode
 
 
 def test_int8_labels_agree_with_fp32_on_the_real_model():
-    from newsbeam.model.labeller import load_labeller
-    from newsbeam.model.taxonomy import SEEDS_DIR
+    from newsbeam.labelling.labeller import load_labeller
+    from newsbeam.labelling.taxonomy import SEEDS_DIR
 
     rows = [json.loads(line) for line in
             (SEEDS_DIR / "training" / "topic_newsbeam_written.jsonl").read_text(encoding="utf-8").splitlines()]

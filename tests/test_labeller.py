@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from newsbeam.model.labeller import EMPTY_LABELS, Labels, article_text, load_labeller
-from newsbeam.model.taxonomy import load_taxonomy
+from newsbeam.labelling.labeller import EMPTY_LABELS, Labels, article_text, load_labeller
+from newsbeam.labelling.taxonomy import load_taxonomy
 from tests.test_training import SPORT_WORDS, save_tiny_bert, toy_sentences
 
 SEED_ARTICLE = Path(__file__).resolve().parents[1] / "newsbeam" / "seeds" / "000_adb80237c80a1eea.txt"
@@ -53,9 +53,9 @@ def test_seed_article_topic_and_sentiment(labeller):
 def test_the_shipped_fine_tuning_is_applied_to_the_embedded_encoder(labeller):
     import torch
 
-    from newsbeam.model.bert import load_bert
-    from newsbeam.model.embedded import ensure_embedded_model
-    from newsbeam.model.heads import load_heads
+    from newsbeam.labelling.bert import load_bert
+    from newsbeam.labelling.embedded import ensure_embedded_model
+    from newsbeam.labelling.heads import load_heads
 
     deltas = load_heads().encoder_deltas
     base = dict(load_bert(ensure_embedded_model()).named_parameters())
@@ -168,7 +168,7 @@ def test_topic_model_with_no_mappable_label_is_refused(tmp_path):
 
 
 def test_heads_from_another_encoder_are_refused_when_named(tmp_path):
-    from newsbeam.model.heads import DEFAULT_HEADS_DIR
+    from newsbeam.labelling.heads import DEFAULT_HEADS_DIR
 
     save_tiny_bert(tmp_path / "encoder")
     with pytest.raises(ValueError, match="retrain them"):

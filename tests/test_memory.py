@@ -1,4 +1,4 @@
-"""How the encoder's process uses glibc's heap (newsbeam.model.memory)."""
+"""How the encoder's process uses glibc's heap (newsbeam.labelling.memory)."""
 import json
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from newsbeam.model.memory import release_freed_memory
+from newsbeam.labelling.memory import release_freed_memory
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and mallopt")
 
@@ -38,7 +38,7 @@ def test_pages_freed_between_live_blocks_go_back_to_the_os():
 # as a page fault only when glibc had given it back to the OS in between.
 ACTIVATION_ROUNDS = textwrap.dedent("""
     import ctypes, json, resource, sys, threading
-    from newsbeam.model.memory import keep_freed_memory_mapped
+    from newsbeam.labelling.memory import keep_freed_memory_mapped
     mode, where = sys.argv[1:]
     if mode == "kept":
         assert keep_freed_memory_mapped() is True

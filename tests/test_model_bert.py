@@ -13,9 +13,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from newsbeam.model.bert import BertConfig, load_bert  # noqa: E402
-from newsbeam.model.embedded import ensure_embedded_model  # noqa: E402
-from newsbeam.model.tokenizer import FastTokenizer  # noqa: E402
+from newsbeam.labelling.bert import BertConfig, load_bert  # noqa: E402
+from newsbeam.labelling.embedded import ensure_embedded_model  # noqa: E402
+from newsbeam.labelling.tokenizer import FastTokenizer  # noqa: E402
 from tests.test_model_tokenizer import HANDWRITTEN_CASES  # noqa: E402
 
 SIB_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "topic" / "sib200"
@@ -127,7 +127,7 @@ def test_fast_tokenizer_gives_the_pinned_reference_ids():
 
 
 def test_embedded_encoder_loads_without_importing_transformers():
-    code = ("import sys; from newsbeam.model.encoder import load_encoder; e = load_encoder(); "
+    code = ("import sys; from newsbeam.labelling.encoder import load_encoder; e = load_encoder(); "
             "e.embed(['x']); print('transformers' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -16,8 +16,8 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from newsbeam.model.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model  # noqa: E402
-from newsbeam.model.encoder import Encoder, is_remote_path, load_encoder  # noqa: E402
+from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model  # noqa: E402
+from newsbeam.labelling.encoder import Encoder, is_remote_path, load_encoder  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_ARTICLE = REPO_ROOT / "newsbeam" / "seeds" / "000_adb80237c80a1eea.txt"
@@ -202,7 +202,7 @@ def test_missing_remote_folder_fails_with_its_url(tmp_path):
 
 
 def test_cache_folder_follows_env_and_is_reused(tmp_path, monkeypatch):
-    from newsbeam.model.embedded import CACHE_LAYOUT, MODEL_FILES, file_digest, find_quantized_file
+    from newsbeam.labelling.embedded import CACHE_LAYOUT, MODEL_FILES, file_digest, find_quantized_file
 
     expected = tmp_path / f"e5-small-{file_digest(find_quantized_file())[:12]}-{CACHE_LAYOUT}"
     expected.mkdir()
@@ -235,7 +235,7 @@ def test_long_texts_give_the_tokens_of_the_whole_text(embedded_encoder, max_toke
 
 
 def test_only_a_head_of_a_long_text_is_tokenised(embedded_encoder, monkeypatch):
-    from newsbeam.model.encoder import CHARS_PER_TOKEN_BOUND
+    from newsbeam.labelling.encoder import CHARS_PER_TOKEN_BOUND
 
     seen: list[int] = []
     tokenizer = embedded_encoder.tokenizer

@@ -13,9 +13,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from newsbeam.model import q4  # noqa: E402
-from newsbeam.model.bert import FLOAT_WORDS, load_bert  # noqa: E402
-from newsbeam.model.embedded import ensure_embedded_model  # noqa: E402
+from newsbeam.labelling import q4  # noqa: E402
+from newsbeam.labelling.bert import FLOAT_WORDS, load_bert  # noqa: E402
+from newsbeam.labelling.embedded import ensure_embedded_model  # noqa: E402
 
 
 def encode_blocks(scales: np.ndarray, quants: np.ndarray) -> torch.Tensor:
@@ -73,9 +73,9 @@ def resident_share_of_q4_table(load: str) -> float:
     of the Q4 table file's mapped pages that are resident (/proc/self/smaps)."""
     code = f"""
 import os
-from newsbeam.model.embedded import ensure_embedded_model
-from newsbeam.model.bert import load_bert, Q4_WORDS_FILE
-from newsbeam.model.encoder import load_encoder
+from newsbeam.labelling.embedded import ensure_embedded_model
+from newsbeam.labelling.bert import load_bert, Q4_WORDS_FILE
+from newsbeam.labelling.encoder import load_encoder
 folder = ensure_embedded_model()
 model = {load}
 mapping, sizes = None, {{}}

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, normalizers
 
-from newsbeam.model.embedded import find_quantized_file, read_quantized_e5
-from newsbeam.model.tokenizer import (
+from newsbeam.labelling.embedded import find_quantized_file, read_quantized_e5
+from newsbeam.labelling.tokenizer import (
     build_double_array,
     build_precompiled_charsmap,
     build_unigram_tokenizer,

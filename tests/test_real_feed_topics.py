@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import real_feed_topics  # noqa: E402
 
-from newsbeam.model.taxonomy import load_taxonomy  # noqa: E402
+from newsbeam.labelling.taxonomy import load_taxonomy  # noqa: E402
 
 
 def test_labels_name_entries_and_subjects_only_never_feed_text():

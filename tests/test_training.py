@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from newsbeam.model import training
-from newsbeam.model.article_windows import ArticleWindows
-from newsbeam.model.heads import load_heads
-from newsbeam.model.taxonomy import load_taxonomy
+from newsbeam_lab import training
+from newsbeam_lab.article_windows import ArticleWindows
+from newsbeam.labelling.heads import load_heads
+from newsbeam.labelling.taxonomy import load_taxonomy
 
 SPORT_WORDS = ["match", "goal", "team", "league", "coach", "striker", "cup", "stadium"]
 WEATHER_WORDS = ["rain", "storm", "snow", "forecast", "wind", "sunny", "cloud", "frost"]
@@ -93,7 +93,7 @@ def trained_heads(tmp_path_factory, tiny_encoder_path) -> Path:
 
 
 def test_train_heads_command_writes_small_heads_that_separate_the_toy_set(trained_heads, tiny_encoder_path):
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam.labelling.labeller import load_labeller
 
     head_set = load_heads(str(trained_heads))
     assert head_set.version == "heads-toy"
@@ -117,7 +117,7 @@ def test_train_heads_command_writes_small_heads_that_separate_the_toy_set(traine
 
 
 def test_features_are_cached_per_file_and_reused(trained_heads, tiny_encoder_path, tmp_path):
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     cache = trained_heads.parent / "features"
     cached = sorted(cache.glob("features-*.npy"))
@@ -156,7 +156,7 @@ def toy_article(count: int, seed: int) -> list[str]:
 
 
 def test_article_windows_are_the_headline_with_each_later_stretch_of_the_body(tiny_encoder_path):
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     tokenizer = load_encoder(tiny_encoder_path).tokenizer
     # "passage : coach says" is 4 word tokens + 2 special ones: a 30-token window leaves 24 for the body
@@ -176,7 +176,7 @@ def test_article_windows_are_the_headline_with_each_later_stretch_of_the_body(ti
 
 
 def test_read_labelled_jsonl_adds_windows_of_bodies_with_the_row_label_and_language(tmp_path, tiny_encoder_path):
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     long_body = " ".join(toy_article(60, seed=2))
     path = write_jsonl(tmp_path / "news.jsonl", [
@@ -270,7 +270,7 @@ def test_fit_temperature_recovers_the_temperature_labels_were_drawn_at():
 
 
 def test_temperature_softens_scores_without_changing_the_best_label():
-    from newsbeam.model.heads import Head
+    from newsbeam.labelling.heads import Head
 
     rng = np.random.default_rng(1)
     base = Head(task="sentiment", labels=("negative", "neutral", "positive"), layers=(1,), mean=np.zeros(4),
@@ -310,7 +310,7 @@ def test_own_written_examples_cover_the_subjects_public_sets_lack():
 
 
 def test_int8_uses_the_peaks_train_heads_recorded_else_calibrates_at_load(trained_heads, tiny_encoder_path):
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam.labelling.labeller import load_labeller
 
     head_set = load_heads(str(trained_heads))
     document = json.loads((trained_heads / "heads.json").read_text())

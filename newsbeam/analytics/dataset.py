@@ -9,21 +9,20 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from newsbeam.schema import DEFAULT_PARTITION_KEYS, ERROR_SCHEMA, FILE_SCHEMA, PARTITION_FIELDS
+from newsbeam.layout import DEFAULT_PARTITION_KEYS, PARTITION_SEGMENT_RE, articles_glob, errors_glob, manifests_glob
+from newsbeam.schema import ERROR_SCHEMA, FILE_SCHEMA, PARTITION_FIELDS
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path("data/articles")
 ARTICLES_VIEW = "articles"
 ERRORS_VIEW = "errors"
-PARTITION_FOLDER = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_]*)=(?P<value>.*)$")
 
 # DuckDB spellings of the partition types in newsbeam.schema.PARTITION_FIELDS;
 # a key the schema does not know stays VARCHAR rather than being guessed.
@@ -36,19 +35,13 @@ def detect_partition_keys(root: Path) -> tuple[str, ...]:
     folder = Path(root)
     while folder.is_dir():
         partitions = sorted(
-            child for child in folder.iterdir() if child.is_dir() and PARTITION_FOLDER.match(child.name)
+            child for child in folder.iterdir() if child.is_dir() and PARTITION_SEGMENT_RE.match(child.name)
         )
         if not partitions:
             break
-        keys.append(PARTITION_FOLDER.match(partitions[0].name).group("key"))
+        keys.append(PARTITION_SEGMENT_RE.match(partitions[0].name).group("key"))
         folder = partitions[0]
     return tuple(keys)
-
-
-def articles_glob(root: Path, partition_keys: tuple[str, ...]) -> str:
-    """A glob over the article files only, so ``_runs``/``_errors`` never match."""
-    folders = [f"{key}=*" for key in partition_keys]
-    return str(Path(root).joinpath(*folders, "*.parquet"))
 
 
 def _sql_string(value: str) -> str:
@@ -96,10 +89,10 @@ def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory
     else:
         LOGGER.warning("no article files under %s; the articles view is empty", root)
         connection.register(ARTICLES_VIEW, _empty_articles_table(partition_keys or DEFAULT_PARTITION_KEYS))
-    errors_glob = str(root / "_errors" / "*" / "*.parquet")
-    if _has_files(errors_glob):
+    errors = errors_glob(root)
+    if _has_files(errors):
         connection.execute(
-            f"CREATE VIEW {ERRORS_VIEW} AS SELECT * FROM read_parquet({_sql_string(errors_glob)}, "
+            f"CREATE VIEW {ERRORS_VIEW} AS SELECT * FROM read_parquet({_sql_string(errors)}, "
             "hive_partitioning = false, union_by_name = true)"
         )
     else:
@@ -110,7 +103,7 @@ def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory
 def read_run_manifests(data_dir: Path | str = DEFAULT_DATA_DIR) -> list[dict[str, Any]]:
     """Run manifests from ``_runs/``, newest first; unreadable ones are logged and skipped."""
     manifests = []
-    for path in sorted((Path(data_dir) / "_runs").glob("*.json")):
+    for path in sorted(Path(p) for p in glob.glob(manifests_glob(data_dir))):
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:

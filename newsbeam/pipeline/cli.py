@@ -1,11 +1,6 @@
 """The ``newsbeam`` command. It parses, calls, and reports; the work is elsewhere.
 
-Exit codes of ``newsbeam run``:
-  0  the run committed its data (some sources may have failed: see the summary)
-  1  the pipeline or the sink failed; nothing of this run is visible
-  2  bad configuration (unknown flag value, missing --output, bad feed list)
-  3  nothing could be read: every source failed
-  4  another run holds the --state folder's lock
+Exit codes: :mod:`newsbeam.exit_codes`.
 """
 from __future__ import annotations
 
@@ -17,12 +12,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_NOTHING_READ, EXIT_OK
 from newsbeam.faults import crash_point
 
 if TYPE_CHECKING:  # Beam is imported when a command needs it, so `console_main` can pause the collector first
     from apache_beam.options.pipeline_options import PipelineOptions
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOTHING_READ, EXIT_LOCKED = 0, 1, 2, 3, 4
 LOGGER = logging.getLogger("newsbeam")
 
 
@@ -70,7 +65,7 @@ def public_options(options: PipelineOptions) -> dict:
 def run_pipeline(argv: Sequence[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from newsbeam.pipeline.graph import RUN_ID_RE, new_run_id
+    from newsbeam.layout import RUN_ID_RE, new_run_id
     from newsbeam.pipeline.options import NewsOptions
 
     if any(flag in ("-h", "--help") for flag in argv):
@@ -90,7 +85,8 @@ def run_pipeline(argv: Sequence[str]) -> int:
         return EXIT_CONFIG
     lock = None
     if news.state:
-        from newsbeam.transforms.incremental import StateLock, StateLocked, recover_uncommitted
+        from newsbeam.state.lock import StateLock, StateLocked
+        from newsbeam.state.store import recover_uncommitted
 
         try:
             lock = StateLock(news.state).acquire()
@@ -158,7 +154,7 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         LOGGER.warning("could not remove temporary files of run %s", news.run_id, exc_info=True)
     if status == "committed":
         if news.state:
-            from newsbeam.transforms.incremental import commit_state
+            from newsbeam.state.store import commit_state
 
             crash_point("before_state")
             commit_state(news.state, news.output, news.run_id)
@@ -193,9 +189,10 @@ def _subcommand(module: str) -> tuple[Callable, Callable]:
     return loaded.add_arguments, loaded.run
 
 
+LAB_INSTALL_HINT = "pip install -e ./lab (from a newsbeam checkout)"
 SUBCOMMANDS = {
-    "eval": ("newsbeam.model.evaluate", "Score topic or sentiment labels on labelled JSONL."),
-    "train-heads": ("newsbeam.model.training", "Train the topic and sentiment heads from labelled JSONL."),
+    "eval": ("newsbeam_lab.evaluate", "Score topic or sentiment labels on labelled JSONL (needs the lab)."),
+    "train-heads": ("newsbeam_lab.training", "Train the topic and sentiment heads from labelled JSONL (needs the lab)."),
     "report": ("newsbeam.analytics.report", "Write a self-contained HTML report of a dataset."),
     "query": ("newsbeam.analytics.query", "Run DuckDB SQL over the dataset (view `articles`)."),
     "compact": ("newsbeam.pipeline.compact", "Rewrite a partition's small files into fewer large ones."),
@@ -211,19 +208,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="newsbeam", description="News feeds to labelled Parquet, with Apache Beam.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="Run the ingestion pipeline (newsbeam run --help for its flags).", add_help=False)
-    handlers = {}
+    handlers, missing = {}, {}
     for name, (module, description) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=description, description=description)
         try:
             add_arguments, handlers[name] = _subcommand(module)
-        except ImportError:
+        except ImportError as error:
+            if not module.startswith("newsbeam_lab") or (error.name or "").split(".")[0] != "newsbeam_lab":
+                raise  # a broken runtime module is a bug, not a missing extra
+            missing[name] = module
+            sub.add_argument("rest", nargs=argparse.REMAINDER)
             continue
         add_arguments(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
-    return int(handlers[args.command](args) or 0)
+    if args.command in missing:
+        print(f"newsbeam {args.command}: the lab is not installed ({LAB_INSTALL_HINT})", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return int(handlers[args.command](args) or 0)
+    except ValueError as error:  # a bad option value the command found: one line, not a traceback
+        print(f"newsbeam {args.command}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def console_main() -> int:

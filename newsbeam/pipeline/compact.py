@@ -32,12 +32,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -48,19 +46,19 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
 from newsbeam.schema import FILE_SCHEMA, SCHEMA_VERSION
-from newsbeam.transforms.sink import COMPRESSION, ROW_GROUP_ROWS, TMP_DIR, join_path, make_dirs, sanitise_partition_value
+from newsbeam.layout import (COMPACT_STAGING_PREFIX, PARTITION_SEGMENT_RE, TMP_DIR, compact_lock_path, compact_staging,
+                             is_local, join_path, make_dirs, new_run_id, part_name, sanitise_partition_value)
+from newsbeam.state.lock import FileLock, StateLocked
+from newsbeam.transforms.sink import COMPRESSION, ROW_GROUP_ROWS
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TARGET_FILE_MB = 128
 DEFAULT_MIN_FILES = 2
-LOCK_NAME = "_compact.lock"
-STAGING_PREFIX = "compact-"
 PLAN_NAME = "plan.json"
 STAGED_LEAF = "leaf"
-PARTITION_SEGMENT_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_]*)=(?P<value>.+)$")
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 4
 
 # renameat2(2): swap two paths atomically (Linux >= 3.15; ext4, xfs, btrfs, tmpfs).
 AT_FDCWD = -100
@@ -118,10 +116,6 @@ class CompactionReport:
 
 
 # ---- finding and choosing leaf folders --------------------------------------------
-
-def is_local(path: str) -> bool:
-    return FileSystems.get_scheme(path) in (None, "file")
-
 
 def _relative(path: str, root: str) -> str:
     prefix = root.rstrip("/") + "/"
@@ -236,8 +230,7 @@ def rows_per_output_file(rows: int, data_bytes: int, target_file_bytes: int) -> 
 
 def compacted_name(compact_id: str, partition: str, number: int) -> str:
     """Same shape as the sink's ``part-<run_id>-<hash>-<nnnn>``, run id ``compact-<id>``."""
-    partition_hash = hashlib.sha256(partition.encode()).hexdigest()[:8]
-    return f"part-{STAGING_PREFIX}{compact_id}-{partition_hash}-{number:04d}.parquet"
+    return part_name(f"{COMPACT_STAGING_PREFIX}{compact_id}", partition, number)
 
 
 def write_compacted(table: pa.Table, folder: str, names: Sequence[str], rows_per_file: int) -> list[DataFile]:
@@ -368,7 +361,7 @@ def _swap_by_replace(leaf: LeafFolder, staging: str, merged: Sequence[DataFile],
 def recover_compactions(output: str) -> int:
     """Finish or drop what an interrupted compaction left in ``_tmp``; returns plans finished."""
     staging_root = join_path(output, TMP_DIR)
-    plans = [m.path for m in FileSystems.match([join_path(staging_root, f"{STAGING_PREFIX}*", "*", PLAN_NAME)])[0].metadata_list]
+    plans = [m.path for m in FileSystems.match([join_path(staging_root, f"{COMPACT_STAGING_PREFIX}*", "*", PLAN_NAME)])[0].metadata_list]
     for plan_path in sorted(plans):
         staging = FileSystems.split(plan_path)[0]
         with _open(plan_path) as handle:
@@ -383,9 +376,9 @@ def recover_compactions(output: str) -> int:
         LOGGER.warning("finished an interrupted compaction of %s", plan["leaf"])
     if is_local(staging_root):
         leftovers = [os.path.join(staging_root, name) for name in
-                     (os.listdir(staging_root) if os.path.isdir(staging_root) else []) if name.startswith(STAGING_PREFIX)]
+                     (os.listdir(staging_root) if os.path.isdir(staging_root) else []) if name.startswith(COMPACT_STAGING_PREFIX)]
     else:
-        pattern = join_path(staging_root, f"{STAGING_PREFIX}*", "**")
+        pattern = join_path(staging_root, f"{COMPACT_STAGING_PREFIX}*", "**")
         leftovers = sorted({join_path(staging_root, _relative(m.path, staging_root).split("/", 1)[0])
                             for m in FileSystems.match([pattern])[0].metadata_list})
     for path in leftovers:
@@ -399,18 +392,13 @@ class CompactLock:
     """``<output>/_compact.lock``, taken atomically (O_EXCL locally, generation 0 on GCS)."""
 
     def __init__(self, output: str):
-        from newsbeam.transforms.incremental import StateLock
-
-        self._lock = StateLock(output)
-        self._lock.path = join_path(output, LOCK_NAME)
+        self._lock = FileLock(compact_lock_path(output))
 
     @property
     def path(self) -> str:
         return self._lock.path
 
     def __enter__(self) -> "CompactLock":
-        from newsbeam.transforms.incremental import StateLocked
-
         try:
             self._lock.acquire()
         except StateLocked:
@@ -440,7 +428,7 @@ def compact_leaf(
     allow_exchange: bool = True,
 ) -> LeafResult:
     """Rewrite ``merged`` (files of ``leaf``) into fewer files and swap them in."""
-    staging = join_path(output, TMP_DIR, f"{STAGING_PREFIX}{compact_id}", f"{number:04d}")
+    staging = join_path(compact_staging(output, compact_id), f"{number:04d}")
     table, data_bytes = read_rows(merged)
     bytes_before = sum(f.size for f in merged)
     rows_per_file = rows_per_output_file(table.num_rows, data_bytes, target_file_bytes)
@@ -476,7 +464,6 @@ def compact_dataset(
     Raises CompactionLocked if another compaction runs, ValueError on a bad
     ``--partition``.
     """
-    from newsbeam.pipeline.graph import new_run_id
 
     if target_file_bytes <= 0 or min_files < 1:
         raise ValueError(f"target size must be > 0 and min_files >= 1; got {target_file_bytes!r}, {min_files!r}")
@@ -504,7 +491,7 @@ def compact_dataset(
                         result.files_after, result.strategy)
             report.compacted.append(result)
         staging_root = join_path(output, TMP_DIR)
-        _delete_tree(join_path(staging_root, f"{STAGING_PREFIX}{report.compact_id}"))
+        _delete_tree(compact_staging(output, report.compact_id))
         if is_local(staging_root) and os.path.isdir(staging_root) and not os.listdir(staging_root):
             os.rmdir(staging_root)
     return report

@@ -32,7 +32,7 @@ def main(argv: Sequence[str]) -> None:
 
     from newsbeam.pipeline.graph import build
     from newsbeam.pipeline.options import NewsOptions
-    from newsbeam.transforms.incremental import recover_uncommitted
+    from newsbeam.state.store import recover_uncommitted
 
     logging.basicConfig(level=logging.INFO)
     options = PipelineOptions(list(as_flags(argv)))

@@ -5,9 +5,6 @@ source -> normalise -> (skip already written) -> dedup -> language -> label
 """
 from __future__ import annotations
 
-import datetime as dt
-import re
-import secrets
 import shutil
 from importlib import resources
 from typing import Optional
@@ -15,6 +12,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from newsbeam.layout import check_run_id, new_run_id
 from newsbeam.pipeline.options import NewsOptions
 from newsbeam.transforms.dedup import DeduplicateArticles
 from newsbeam.transforms.files import ReadFiles
@@ -23,12 +21,6 @@ from newsbeam.transforms.normalise import NormaliseEntries
 from newsbeam.transforms.sink import WriteArticles, WriteDeadLetters
 
 DEAD_LETTER = "dead_letter"
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # run ids name files and folders
-
-
-def new_run_id(now: Optional[dt.datetime] = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def default_inputs() -> list[str]:
@@ -93,10 +85,7 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     if not news.output:
         raise ValueError("--output is required (a local folder or gs:// path)")
     streaming = bool(options.view_as(StandardOptions).streaming)
-    run_id = run_id or news.run_id or new_run_id()
-    if not RUN_ID_RE.match(run_id):
-        raise ValueError(f"run id {run_id!r} may only use letters, digits, '_', '.' and '-' (it names files)")
-    news.run_id = run_id
+    news.run_id = run_id = check_run_id(run_id or news.run_id or new_run_id())
     if pipeline is not None:
         assemble(pipeline, news, run_id, streaming)
         return pipeline

@@ -19,9 +19,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from newsbeam import __version__
+from newsbeam.layout import committed_files, make_dirs, manifest_path, run_error_files
 
 LOGGER = logging.getLogger(__name__)
-from newsbeam.transforms.sink import ERRORS_DIR, RUNS_DIR, join_path, sanitise_partition_value
 
 SOURCE_STAGES = ("fetch", "parse_feed", "read_file")
 COUNTER_NAMES = (
@@ -75,11 +75,6 @@ def _query_with_deep_stack(result):
     return found["metrics"]
 
 
-def committed_files(output: str, run_id: str) -> list[str]:
-    pattern = join_path(output, "**", f"part-{run_id}-*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list if f"/{ERRORS_DIR}/" not in m.path)
-
-
 def parquet_rows(path: str) -> int:
     with FileSystems.open(path) as handle:
         return pq.ParquetFile(handle).metadata.num_rows
@@ -95,7 +90,7 @@ def rows_per_partition(output: str, run_id: str) -> dict[str, int]:
 
 
 def dead_letters(output: str, run_id: str, limit: int = 200) -> list[dict[str, Any]]:
-    folder = join_path(output, ERRORS_DIR, f"run_id={sanitise_partition_value(run_id)}", "*.parquet")
+    folder = run_error_files(output, run_id)
     rows: list[dict[str, Any]] = []
     for match in FileSystems.match([folder])[0].metadata_list:
         with FileSystems.open(match.path) as handle:
@@ -169,11 +164,8 @@ def _count_by(rows: list[dict], key: str) -> dict[str, int]:
 
 def write_manifest(output: str, manifest: dict[str, Any]) -> str:
     """Write atomically: a reader sees the whole manifest or none."""
-    from newsbeam.transforms.sink import make_dirs
-
-    folder = join_path(output, RUNS_DIR)
-    make_dirs(folder)
-    final = join_path(folder, f"{manifest['run_id']}.json")
+    final = manifest_path(output, manifest["run_id"])
+    make_dirs(FileSystems.split(final)[0])
     temp = final + ".inprogress"
     with FileSystems.create(temp) as handle:
         handle.write(json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))

@@ -9,8 +9,8 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam.schema import DEFAULT_PARTITION_KEYS
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.layout import DEFAULT_PARTITION_KEYS
 
 
 def _comma_list(value: str) -> list[str]:

@@ -57,7 +57,7 @@ class FetchFeedFn(beam.DoFn):
         self.entries_read = Metrics.counter("newsbeam", "entries_read")
 
     def setup(self):
-        from newsbeam.transforms.incremental import load_feed_state
+        from newsbeam.state.store import load_feed_state
 
         self.fetcher = HttpFetcher(self.policy)
         # Read on the worker, not when the graph is built; in streaming,
@@ -117,7 +117,7 @@ class _WritePendingStatusesFn(beam.DoFn):
         self.run_id = run_id
 
     def process(self, statuses: list[dict]):
-        from newsbeam.transforms.incremental import write_pending_feed_statuses
+        from newsbeam.state.store import write_pending_feed_statuses
 
         write_pending_feed_statuses(self.state, self.run_id, statuses)
         yield len(statuses)

@@ -20,8 +20,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base as beam_inference
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam.model.memory import release_freed_memory
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling.memory import release_freed_memory
 from newsbeam.records import Article, DeadLetter
 
 LOGGER = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class LabellerConfig:
                    **{name: getattr(news, name) for name in names})
 
     def load(self):
-        from newsbeam.model.labeller import load_labeller
+        from newsbeam.labelling.labeller import load_labeller
 
         return load_labeller(**dataclasses.asdict(self))
 
@@ -98,7 +98,7 @@ def default_torch_threads(news) -> Optional[int]:
 
 
 def labelling_text(article: Article) -> str:
-    from newsbeam.model.labeller import article_text
+    from newsbeam.labelling.labeller import article_text
 
     return article_text(article.title, article.summary, article.body)
 
@@ -124,7 +124,7 @@ class ArticleModelHandler(ModelHandler[Article, Article, Any]):
 
     def load_model(self):
         model = self.config.load()
-        # The encoder keeps freed memory mapped (newsbeam.model.memory), so what
+        # The encoder keeps freed memory mapped (newsbeam.labelling.memory), so what
         # the stages before labelling freed goes back to the OS now, not after
         # the first batch, on top of the model and its activations.
         release_freed_memory()

@@ -13,14 +13,13 @@ final rename fails on the missing folder and the rows are lost with exit 0.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,53 +29,18 @@ from apache_beam.metrics import Metrics
 
 from newsbeam.faults import crash_point
 from newsbeam.records import Article, DeadLetter
-from newsbeam.schema import DEFAULT_PARTITION_KEYS, ERROR_SCHEMA, FILE_SCHEMA, article_to_row
+from newsbeam.layout import (DEFAULT_PARTITION_KEYS, errors_partition, join_path, make_dirs, part_name, partition_path,
+                             sanitise_partition_value, temp_file, temp_folder, validate_partition_keys)
+from newsbeam.schema import ERROR_SCHEMA, FILE_SCHEMA, article_to_row
 from newsbeam.transforms.packing import pack, unpack
 
 LOGGER = logging.getLogger(__name__)
 
-TMP_DIR = "_tmp"
-ERRORS_DIR = "_errors"
-RUNS_DIR = "_runs"
 DEFAULT_MAX_ROWS_PER_FILE = 50_000
 ROW_GROUP_ROWS = 1_000  # about 10 MB of news rows: what one writer holds in memory
 COMPRESSION = "zstd"
-SUPPORTED_PARTITION_KEYS = ("dt", "lang", "month", "year", "source_host")
-SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 LANGUAGE_VALUE_RE = re.compile(r"^[a-z]{2,3}$")
 DATE_VALUE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def join_path(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts) if parts else base
-
-
-def validate_partition_keys(keys: Sequence[str]) -> tuple[str, ...]:
-    unknown = [key for key in keys if key not in SUPPORTED_PARTITION_KEYS]
-    if unknown or not keys:
-        raise ValueError(f"unknown partition key(s) {unknown!r}; expected some of {SUPPORTED_PARTITION_KEYS}")
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"partition keys repeat: {list(keys)!r}")
-    return tuple(keys)
-
-
-def sanitise_partition_value(value: Any) -> str:
-    """A value that is exactly one safe path segment.
-
-    Anything outside ``[A-Za-z0-9_.-]`` is percent-encoded (Hive's own escape),
-    and values made of dots or starting with one are encoded too, so no value
-    can climb out of the output folder or hide itself.
-    """
-    text = "" if value is None else str(value)
-    if not text:
-        return "__HIVE_DEFAULT_PARTITION__"
-    if SAFE_VALUE_RE.match(text) and not text.startswith("."):
-        return text
-    encoded = quote(text, safe="-_")  # '.' and '/' are encoded as well
-    encoded = encoded.replace(".", "%2E")
-    if len(encoded) > 100:
-        encoded = encoded[:80] + "-" + hashlib.sha256(text.encode()).hexdigest()[:16]
-    return encoded
 
 
 def partition_values(article: Article, keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -89,10 +53,6 @@ def partition_values(article: Article, keys: Sequence[str]) -> tuple[tuple[str, 
         "source_host": (urlsplit(article.source).hostname or "local") if article.source else "local",
     }
     return tuple((key, sanitise_partition_value(values[key])) for key in keys)
-
-
-def partition_path(values: Iterable[tuple[str, str]]) -> str:
-    return "/".join(f"{key}={value}" for key, value in values)
 
 
 @dataclass(frozen=True)
@@ -147,15 +107,11 @@ class _WriteTempFilesFn(beam.DoFn):
             if first is None:
                 return
             file_rows = itertools.islice(itertools.chain((first,), remaining), self.max_rows_per_file)
-            temp_path = join_path(self.output, TMP_DIR, self.run_id, f"{uuid.uuid4().hex}.parquet.inprogress")
+            temp_path = temp_file(self.output, self.run_id, uuid.uuid4().hex)
             count = write_parquet(temp_path, self.schema, file_rows)
             crash_point("after_temp_file")
-            name = f"part-{self.run_id}{window_tag}-{_short_hash(partition)}-{number:04d}.parquet"
+            name = part_name(self.run_id, partition, number, window_tag)
             yield WrittenFile(temp_path, join_path(self.output, partition, name), partition, count)
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _window_tag(window, pane) -> str:
@@ -166,18 +122,9 @@ def _window_tag(window, pane) -> str:
     return ""
 
 
-def make_dirs(path: str) -> None:
-    """Create a folder (and parents) if the filesystem has folders; GCS has none."""
-    if FileSystems.get_scheme(path) not in (None, "file"):
-        return
-    import os
-
-    os.makedirs(path, exist_ok=True)
-
-
 def remove_temp_files(output: str, run_id: str) -> None:
     """Drop what a run left in its temp folder (retried bundles' leftovers)."""
-    folder = join_path(output, TMP_DIR, run_id)
+    folder = temp_folder(output, run_id)
     leftovers = [m.path for m in FileSystems.match([join_path(folder, "*")])[0].metadata_list]
     if leftovers:
         FileSystems.delete(leftovers)
@@ -303,7 +250,7 @@ class WriteDeadLetters(beam.PTransform):
 
     def expand(self, letters):
         run_id = self.run_id
-        folder = f"{ERRORS_DIR}/run_id={sanitise_partition_value(run_id)}"
+        folder = errors_partition(run_id)
         return (
             letters
             | "KeyErrors" >> beam.Map(lambda letter: (folder, letter))

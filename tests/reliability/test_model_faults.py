@@ -33,7 +33,7 @@ class FakeLabels:
 
 
 class ExplodingLabeller:
-    """Same interface as newsbeam.model.labeller.Labeller; raises on a batch with EXPLODE in it."""
+    """Same interface as newsbeam.labelling.labeller.Labeller; raises on a batch with EXPLODE in it."""
 
     model_id = FAKE_MODEL_ID
 

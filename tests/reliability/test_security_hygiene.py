@@ -120,7 +120,7 @@ def test_pickle_only_checkpoint__refused_by_load_encoder_without_unpickling(tmp_
     the same weights as model.safetensors load (so the refusal is about the format)."""
     import torch
 
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.encoder import load_encoder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pickled = tiny_bert_folder(tmp_path / "pickled", safe=False)

@@ -20,10 +20,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam.model.bert import masked_mean
-from newsbeam.model.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
-from newsbeam.model.memory import keep_freed_memory_mapped, page_in_weights
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling.bert import masked_mean
+from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
+from newsbeam.labelling.memory import keep_freed_memory_mapped, page_in_weights
 
 LOGGER = logging.getLogger(__name__)
 
@@ -241,23 +241,23 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
     into ``cache_dir``); otherwise a hub id, a local folder, or a remote folder
     (``gs://bucket/model/``) which is first copied to the local cache. Only
     safetensors weights and no remote code are ever loaded. ``weight_deltas``
-    (a fine-tuned head set's, :mod:`newsbeam.model.adaptation`) are added to
+    (a fine-tuned head set's, :mod:`newsbeam.labelling.adaptation`) are added to
     the weights before anything else. ``torch_threads``
     sets torch's intra-op thread count, which is process-wide. ``quantize``
     and ``int8_peaks``: see :func:`quantize_encoder`. Loading also sets glibc
     to keep freed memory mapped, process-wide too
-    (:func:`newsbeam.model.memory.keep_freed_memory_mapped`), and pages in
+    (:func:`newsbeam.labelling.memory.keep_freed_memory_mapped`), and pages in
     all the weights, so memory does not grow with the vocabulary a run meets
-    (:func:`newsbeam.model.memory.page_in_weights`).
+    (:func:`newsbeam.labelling.memory.page_in_weights`).
     """
     if torch_threads is not None:
         if torch_threads < 1:
             raise ValueError(f"torch_threads must be positive, got {torch_threads}")
         torch.set_num_threads(torch_threads)
-    keep_freed_memory_mapped()  # the encoder reuses its activation memory; see newsbeam.model.memory
+    keep_freed_memory_mapped()  # the encoder reuses its activation memory; see newsbeam.labelling.memory
     if name_or_path is None:
-        from newsbeam.model.bert import load_bert
-        from newsbeam.model.tokenizer import FastTokenizer
+        from newsbeam.labelling.bert import load_bert
+        from newsbeam.labelling.tokenizer import FastTokenizer
 
         # without transformers: it would add ~2 s to every worker's startup (docs/bench.md)
         folder = ensure_embedded_model(cache_dir)
@@ -282,7 +282,7 @@ def load_encoder(name_or_path: Optional[str] = None, *, cache_dir: Optional[str 
 
 def _adapted(model, weight_deltas: Optional[Mapping[str, np.ndarray]]):
     if weight_deltas:
-        from newsbeam.model.adaptation import apply_weight_deltas
+        from newsbeam.labelling.adaptation import apply_weight_deltas
 
         apply_weight_deltas(model, weight_deltas)
     return model
@@ -306,7 +306,7 @@ def quantize_encoder(encoder: "Encoder", quantize: Optional[str],
                      int8_peaks: Optional[Mapping[str, np.ndarray]] = None) -> "Encoder":
     """``encoder`` with its model's linear layers in int8 (in place), or as is.
 
-    int8 is smoothed and per-channel (:mod:`newsbeam.model.int8`), calibrated
+    int8 is smoothed and per-channel (:mod:`newsbeam.labelling.int8`), calibrated
     with ``int8_peaks`` (recorded by ``train-heads`` on the training texts)
     or, without them, on newsbeam's own written headlines at load time. It is
     an option, not the default: see the benchmark in the README.
@@ -315,7 +315,7 @@ def quantize_encoder(encoder: "Encoder", quantize: Optional[str],
         return _marked(encoder, quantize)
     if quantize != "int8":
         raise ValueError(f"unknown quantize mode {quantize!r}; expected one of {QUANTIZE_CHOICES}")
-    from newsbeam.model.int8 import calibrate_and_quantize, quantize_int8
+    from newsbeam.labelling.int8 import calibrate_and_quantize, quantize_int8
 
     if int8_peaks:
         quantize_int8(encoder.model, {name: torch.from_numpy(np.asarray(peak, dtype=np.float32))

@@ -12,7 +12,7 @@ encoder id, token budget, and per task its labels, layers and shapes) and
 weights in float16, ``int8_peaks.<layer>`` in float16: the int8
 calibration of the encoder they were trained on, and ``encoder_delta.*`` in
 float16 where ``train-heads`` fine-tuned the encoder: the low-rank change to
-its weights that the heads expect, :mod:`newsbeam.model.adaptation`). Nothing is unpickled. The folder may be local or remote
+its weights that the heads expect, :mod:`newsbeam.labelling.adaptation`). Nothing is unpickled. The folder may be local or remote
 (gs://...).
 """
 from __future__ import annotations
@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
 from safetensors.numpy import load as load_safetensors_bytes
-from safetensors.numpy import save as save_safetensors_bytes
 
-from newsbeam.model.adaptation import DELTA_PREFIX
-from newsbeam.model.taxonomy import SEEDS_DIR, read_bytes
+from newsbeam.labelling.adaptation import DELTA_PREFIX
+from newsbeam.labelling.taxonomy import SEEDS_DIR, read_bytes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -108,7 +106,7 @@ class HeadSet:
     prefix: str = "passage: "
     taxonomy_digest: Optional[str] = None
     # per linear layer of the encoder, the peak |input| per channel on a sample
-    # of the training texts: what --quantize int8 calibrates with (newsbeam.model.int8)
+    # of the training texts: what --quantize int8 calibrates with (newsbeam.labelling.int8)
     int8_peaks: Optional[Mapping[str, np.ndarray]] = None
     int8_calibration: Mapping[str, object] = field(default_factory=dict)
     # the change to the encoder's weights the heads were trained with (fine-tuning), or None
@@ -125,46 +123,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exponents = np.exp(shifted)
     return exponents / exponents.sum(axis=-1, keepdims=True)
-
-
-def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
-    """Write ``heads.json`` + ``heads.safetensors`` into ``folder`` (created if needed)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, np.ndarray] = {}
-    tasks = {}
-    for task, head in head_set.heads.items():
-        tensors[f"{task}.mean"] = np.ascontiguousarray(head.mean, dtype=np.float32)
-        tensors[f"{task}.scale"] = np.ascontiguousarray(head.scale, dtype=np.float32)
-        for index, (weight, bias) in enumerate(zip(head.weights, head.biases)):
-            tensors[f"{task}.dense{index}.weight"] = np.ascontiguousarray(weight, dtype=np.float16)
-            tensors[f"{task}.dense{index}.bias"] = np.ascontiguousarray(bias, dtype=np.float16)
-        tasks[task] = {
-            "labels": list(head.labels),
-            "layers": list(head.layers),
-            "dense_layers": len(head.weights),
-            "feature_width": head.feature_width,
-            "temperature": head.temperature,
-            "metadata": dict(head.metadata),
-        }
-    for name, peak in (head_set.int8_peaks or {}).items():
-        tensors[f"{INT8_PEAKS_PREFIX}{name}"] = np.ascontiguousarray(peak, dtype=np.float16)
-    for name, delta in (head_set.encoder_deltas or {}).items():
-        tensors[f"{DELTA_PREFIX}{name}"] = np.ascontiguousarray(delta, dtype=np.float16)
-    document = {
-        "format": FORMAT_VERSION,
-        "version": head_set.version,
-        "encoder": head_set.encoder_id,
-        "max_tokens": head_set.max_tokens,
-        "prefix": head_set.prefix,
-        "taxonomy_sha256": head_set.taxonomy_digest,
-        "tasks": tasks,
-        "int8_calibration": dict(head_set.int8_calibration) if head_set.int8_peaks else None,
-        "fine_tuning": dict(head_set.fine_tuning) if head_set.encoder_deltas else None,
-    }
-    (folder / HEADS_WEIGHTS).write_bytes(save_safetensors_bytes(tensors, metadata={"format": "np"}))
-    (folder / HEADS_JSON).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return folder
 
 
 def load_heads(folder: Optional[str] = None) -> HeadSet:

@@ -14,7 +14,7 @@ small MLP (one hidden ReLU layer, dropout, AdamW; or with hidden 0 a
 multinomial logistic regression by L-BFGS) is fitted per task. Every data source gets the same
 total weight, so a large parallel corpus does not drown a small news one.
 Then, unless ``--fine_tune_epochs 0``, the encoder's top layers and both
-heads are trained together (:mod:`newsbeam.model.finetune`) and the change to
+heads are trained together (:mod:`newsbeam_lab.finetune`) and the change to
 the encoder ships with the heads as low-rank deltas.
 """
 from __future__ import annotations
@@ -33,13 +33,15 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam.model.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
-from newsbeam.model.encoder import PASSAGE_PREFIX
-from newsbeam.model.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
-from newsbeam.model.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet, save_heads
-from newsbeam.model.input_text import model_text
-from newsbeam.model.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam_lab import DATA_ROOT_ENV, default_data_root
+from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
+from newsbeam.labelling.encoder import PASSAGE_PREFIX
+from newsbeam_lab.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
+from newsbeam.labelling.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet
+from newsbeam_lab.heads_writer import save_heads
+from newsbeam.labelling.input_text import model_text
+from newsbeam.labelling.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class LabelledTexts:
 
 def row_text(row: dict) -> str:
     """What the model reads for one dataset row: headline + body when present, else ``text``."""
-    from newsbeam.model.labeller import article_text
+    from newsbeam.labelling.labeller import article_text
 
     if row.get("headline") or row.get("body"):
         return article_text(row.get("headline"), None, row.get("body"))
@@ -395,7 +397,7 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
     for task, specs in (temperature_data or {}).items():
         if task in heads and specs:
             heads[task] = calibrated(encoder, heads[task], read_sources(specs, heads[task].labels), specs, max_tokens)
-    from newsbeam.model.encoder import CALIBRATION_MAX_TOKENS
+    from newsbeam.labelling.encoder import CALIBRATION_MAX_TOKENS
 
     peaks = int8_peaks(encoder, calibration)
     return HeadSet(version=version, encoder_id=encoder.model_id, max_tokens=max_tokens, heads=heads,
@@ -450,8 +452,8 @@ def int8_calibration_texts(rows: LabelledTexts, per_file: int = INT8_CALIBRATION
 
 def int8_peaks(encoder, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Peak |input| per channel of every linear layer of ``encoder`` over ``texts``."""
-    from newsbeam.model.encoder import encoder_peaks_pass
-    from newsbeam.model.int8 import input_peaks
+    from newsbeam.labelling.encoder import encoder_peaks_pass
+    from newsbeam.labelling.int8 import input_peaks
 
     with torch.inference_mode():
         peaks = input_peaks(encoder.model, lambda: encoder_peaks_pass(encoder, texts))
@@ -504,8 +506,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shipped recipe's when --topic_data is the recipe's too, else none (temperature 1).")
     parser.add_argument("--sentiment_temperature_data", action="append", default=None, metavar="PATTERN[@MAP]",
                         help="Held-out sentiment rows for the temperature (repeatable); default as for topics.")
-    parser.add_argument("--data_root", default="../shared/data",
-                        help="Root of the public datasets the default recipe reads (default ../shared/data).")
+    parser.add_argument("--data_root", default=default_data_root(),
+                        help=f"Root of the public datasets the default recipe reads (default: ${DATA_ROOT_ENV}).")
     parser.add_argument("--tasks", default="topic,sentiment", help="Which heads to train (comma-separated).")
     parser.add_argument("--output", default=str(DEFAULT_HEADS_DIR), help="Folder to write heads.json + heads.safetensors.")
     parser.add_argument("--encoder", default=None, help="Encoder (default: embedded multilingual-e5-small).")
@@ -564,21 +566,21 @@ def fine_tune_settings(args: argparse.Namespace) -> FineTuneSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Train the heads and write them; returns a process exit status."""
-    from newsbeam.model.embedded import default_cache_root
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.embedded import default_cache_root
+    from newsbeam.labelling.encoder import load_encoder
 
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; expected topic and/or sentiment")
     fine_tuning = fine_tune_settings(args)
-    recipe = default_data(args.data_root)
-    data = {
-        "topic": args.topic_data if args.topic_data is not None else recipe["topic"],
-        "sentiment": args.sentiment_data if args.sentiment_data is not None else recipe["sentiment"],
-    }
-    data = {task: specs for task, specs in data.items() if task in tasks}
-    temperature_recipe = default_data(args.data_root, DEFAULT_TEMPERATURE_RECIPE)
+    given_data = {"topic": args.topic_data, "sentiment": args.sentiment_data}
+    if args.data_root is None and any(given_data[task] is None for task in tasks):
+        raise ValueError(f"the default recipe reads public datasets: pass --data_root or set {DATA_ROOT_ENV}")
+    root = args.data_root or "/"  # only the tasks given their own data get here without one
+    recipe = default_data(root)
+    data = {task: given_data[task] if given_data[task] is not None else recipe[task] for task in tasks}
+    temperature_recipe = default_data(root, DEFAULT_TEMPERATURE_RECIPE)
     given_temperature_data = {"topic": args.topic_temperature_data, "sentiment": args.sentiment_temperature_data}
     temperature_data = {}
     for task in data:

@@ -1,7 +1,7 @@
 """Encoder weight deltas that ship with a head set.
 
 ``newsbeam train-heads`` may fine-tune the encoder's top layers together with
-the heads (:mod:`newsbeam.model.finetune`). Shipping the tuned layers whole
+the heads (:mod:`newsbeam_lab.finetune`). Shipping the tuned layers whole
 would take 21 MB; a fine-tune's change to a weight matrix is close to low
 rank, so each 2-D delta is kept as two factors (``up`` @ ``down``, rank r) and
 each 1-D delta (biases, LayerNorm) whole: about 2 MB at rank 32 for six layers.
@@ -19,25 +19,6 @@ import torch
 
 DELTA_PREFIX = "encoder_delta."
 UP, DOWN = ".up", ".down"
-
-
-def low_rank_deltas(original: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor],
-                    rank: int) -> dict[str, np.ndarray]:
-    """``tuned - original`` per parameter: 2-D ones as rank-``rank`` factors
-    (truncated SVD, the closest in Frobenius norm), 1-D ones whole; float32."""
-    if rank < 1:
-        raise ValueError(f"rank must be positive, got {rank}")
-    deltas: dict[str, np.ndarray] = {}
-    for name, tuned_value in tuned.items():
-        delta = tuned_value.detach().float() - original[name].detach().float()
-        if delta.dim() == 2:
-            left, singular, right = torch.linalg.svd(delta, full_matrices=False)
-            kept = min(rank, singular.shape[0])
-            deltas[name + UP] = (left[:, :kept] * singular[:kept]).numpy()
-            deltas[name + DOWN] = right[:kept].numpy()
-        else:
-            deltas[name] = delta.numpy()
-    return deltas
 
 
 def delta_parameters(deltas: Mapping[str, np.ndarray]) -> list[str]:

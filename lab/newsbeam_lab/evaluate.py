@@ -27,9 +27,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam.model.taxonomy import load_label_map
-from newsbeam.model.training import LabelledTexts, expand_pattern, read_labelled_jsonl
+from newsbeam_lab import DATA_ROOT_ENV, default_data_root
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling.taxonomy import load_label_map
+from newsbeam_lab.training import LabelledTexts, expand_pattern, read_labelled_jsonl
 
 LOGGER = logging.getLogger(__name__)
 
@@ -242,7 +243,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev_report", action="store_true",
                         help="Instead of --task/--data: the README's quality table, macro-F1 per language on the "
                              "XLM-T val, SIB-200 dev and MasakhaNEWS dev splits under --data_root, with the targets.")
-    parser.add_argument("--data_root", default="../shared/data", help="Where --dev_report finds the public splits.")
+    parser.add_argument("--data_root", default=default_data_root(),
+                        help=f"Where --dev_report finds the public splits (default: ${DATA_ROOT_ENV}).")
     parser.add_argument("--label_map", default=None,
                         help="Dataset label -> newsbeam id map: JSON path or shipped name (sib200, masakhanews, xlmt).")
     parser.add_argument("--restrict", action="store_true",
@@ -270,7 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_labeller(args: argparse.Namespace, heads: Optional[str], **classifiers):
     """A labeller with ``heads`` and the encoder, taxonomy and budgets ``args`` give."""
-    from newsbeam.model.labeller import load_labeller
+    from newsbeam.labelling.labeller import load_labeller
 
     return load_labeller(encoder=args.encoder, heads=heads, taxonomy=args.taxonomy, max_tokens=args.max_tokens,
                          max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads,
@@ -287,8 +289,11 @@ def run(args: argparse.Namespace) -> int:
         print("newsbeam eval: --against goes with --dev_report, and --bootstrap is a count >= 0", file=sys.stderr)
         return 2
     if args.dev_report:
-        from newsbeam.model.dev_report import check_splits
+        from newsbeam_lab.dev_report import check_splits
 
+        if not args.data_root:
+            print(f"newsbeam eval: --dev_report needs --data_root (or ${DATA_ROOT_ENV})", file=sys.stderr)
+            return 2
         try:  # before the model loads, so a wrong --data_root fails at once
             check_splits(args.data_root)
         except FileNotFoundError as error:
@@ -297,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     labeller = _load_labeller(args, args.heads, topic_model=args.topic_model, sentiment_model=args.sentiment_model,
                               label_map=args.model_label_map)
     if args.dev_report:
-        from newsbeam.model.dev_report import dev_report, format_dev_report
+        from newsbeam_lab.dev_report import dev_report, format_dev_report
 
         against = _load_labeller(args, args.against) if args.against else None
         report = dev_report(labeller, args.data_root, bootstrap=args.bootstrap, against=against)

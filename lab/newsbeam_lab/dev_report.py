@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from newsbeam.model.evaluate import (DEFAULT_BOOTSTRAP, bootstrap_macro_f1, classification_report, predict_rows,
+from newsbeam_lab.evaluate import (DEFAULT_BOOTSTRAP, bootstrap_macro_f1, classification_report, predict_rows,
                                      read_eval_rows)
 
 COLUMNS = ("ar", "en", "fr", "de", "es", "zh", "ru")

@@ -177,7 +177,7 @@ class FastTokenizer:
     transformers (about 1.5 s of every worker's startup) for what is a thin
     layer over the same Rust tokenizer; this gives identical ids (tested).
     Not thread-safe: truncation is tokenizer state, so callers serialise calls
-    (:class:`newsbeam.model.encoder.Encoder` holds a lock).
+    (:class:`newsbeam.labelling.encoder.Encoder` holds a lock).
     """
 
     def __init__(self, tokenizer: Tokenizer, *, model_max_length: int, pad_token: str = PAD_TOKEN,

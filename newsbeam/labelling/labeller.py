@@ -25,10 +25,10 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from newsbeam.model import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam.model.heads import Head, HeadSet, load_heads, softmax
-from newsbeam.model.input_text import model_text
-from newsbeam.model.taxonomy import Taxonomy, load_taxonomy, read_bytes
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling.heads import Head, HeadSet, load_heads, softmax
+from newsbeam.labelling.input_text import model_text
+from newsbeam.labelling.taxonomy import Taxonomy, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class TextClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from newsbeam.model.encoder import copy_remote_folder, is_remote_path
+        from newsbeam.labelling.encoder import copy_remote_folder, is_remote_path
 
         source = str(copy_remote_folder(name_or_path, cache_dir)) if is_remote_path(name_or_path) else name_or_path
         self.name = name_or_path
@@ -285,8 +285,8 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
     shipped heads; ``taxonomy`` None the shipped IPTC top level. A topic or
     sentiment model replaces that task's head; ``label_map`` maps its labels.
     """
-    from newsbeam.model.embedded import EMBEDDED_MODEL_ID
-    from newsbeam.model.encoder import load_encoder
+    from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID
+    from newsbeam.labelling.encoder import load_encoder
 
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")

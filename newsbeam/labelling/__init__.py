@@ -4,7 +4,7 @@
 ``Encoder``/``load_encoder`` are imported lazily so that importing this package
 (e.g. while building a pipeline graph) does not pull in torch.
 """
-from newsbeam.model.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model
+from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model
 
 __all__ = ["DEFAULT_MAX_BATCH_TOKENS", "EMBEDDED_MODEL_ID", "Encoder", "ensure_embedded_model", "load_encoder"]
 
@@ -16,7 +16,7 @@ DEFAULT_MAX_BATCH_TOKENS = 2048
 
 def __getattr__(name: str):
     if name in ("Encoder", "load_encoder"):
-        from newsbeam.model import encoder
+        from newsbeam.labelling import encoder
 
         return getattr(encoder, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

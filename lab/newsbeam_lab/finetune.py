@@ -25,10 +25,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from newsbeam.model.adaptation import apply_weight_deltas, low_rank_deltas
-from newsbeam.model.bert import BertModel, masked_mean
-from newsbeam.model.encoder import length_sorted_batches, padded_batch
-from newsbeam.model.heads import Head
+from newsbeam.labelling.adaptation import apply_weight_deltas
+from newsbeam_lab.deltas import low_rank_deltas
+from newsbeam.labelling.bert import BertModel, masked_mean
+from newsbeam.labelling.encoder import length_sorted_batches, padded_batch
+from newsbeam.labelling.heads import Head
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class FineTuneSettings:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     batch_size: int = 32
-    rank: int = 32  # of each shipped weight delta (newsbeam.model.adaptation)
+    rank: int = 32  # of each shipped weight delta (newsbeam.labelling.adaptation)
     seed: int = 0
     seeds: int = 1  # fine-tunes run from the same start, seeds seed.., and averaged (a "model soup")
     # (task, epochs) pairs overriding ``epochs`` for a task: its rows are seen that many

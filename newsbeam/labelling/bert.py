@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from newsbeam.model.q4 import Q4Embedding
+from newsbeam.labelling.q4 import Q4Embedding
 
 # Next to model.safetensors, the embedded model's vocabulary table in Q4_0 blocks
-# (newsbeam.model.q4); where present it replaces the float32 table.
+# (newsbeam.labelling.q4); where present it replaces the float32 table.
 Q4_WORDS_FILE = "word_embeddings.q4_0.safetensors"
 FLOAT_WORDS, Q4_WORDS = "embeddings.word_embeddings.weight", "embeddings.word_embeddings.blocks"
 

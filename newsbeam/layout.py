@@ -1,0 +1,209 @@
+"""The dataset's layout on disk, defined once: every module that names a
+folder, builds or parses a file name, or globs the dataset asks this one.
+
+    <output>/<key>=<value>/.../part-<run_id>[-w<start>p<pane>]-<hash8>-<nnnn>.parquet
+    <output>/_tmp/<run_id>/<uuid>.parquet.inprogress     a run's files before its commit
+    <output>/_tmp/compact-<id>/                           a compaction's staging area
+    <output>/_errors/run_id=<run_id>/part-*.parquet       dead letters
+    <output>/_runs/<run_id>.json                          run manifests
+    <output>/_compact.lock                                held by a running compaction
+
+Readers glob only ``key=value`` folders, so ``_tmp``, ``_errors`` and
+``_runs`` never show up as articles. Paths may be local or gs://: the
+filesystem helpers below go through Beam's FileSystems.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+from urllib.parse import quote
+
+TMP_DIR = "_tmp"
+ERRORS_DIR = "_errors"
+RUNS_DIR = "_runs"
+COMPACT_LOCK_NAME = "_compact.lock"
+COMPACT_STAGING_PREFIX = "compact-"
+TEMP_SUFFIX = ".parquet.inprogress"
+HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+SUPPORTED_PARTITION_KEYS = ("dt", "lang", "month", "year", "source_host")
+DEFAULT_PARTITION_KEYS = ("dt", "lang")
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # run ids name files and folders
+PART_NAME_RE = re.compile(r"^part-(?P<run>.+?)(?:-w-?\d+p\d+)?-[0-9a-f]{8}-\d{4}\.parquet$")
+PARTITION_SEGMENT_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_]*)=(?P<value>.+)$")
+_SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+
+
+# ---- run ids ----------------------------------------------------------------------
+
+def new_run_id(now: Optional[dt.datetime] = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id):
+        raise ValueError(f"run id {run_id!r} may only use letters, digits, '_', '.' and '-' (it names files)")
+    return run_id
+
+
+# ---- partitions -------------------------------------------------------------------
+
+def validate_partition_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    unknown = [key for key in keys if key not in SUPPORTED_PARTITION_KEYS]
+    if unknown or not keys:
+        raise ValueError(f"unknown partition key(s) {unknown!r}; expected some of {SUPPORTED_PARTITION_KEYS}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"partition keys repeat: {list(keys)!r}")
+    return tuple(keys)
+
+
+def sanitise_partition_value(value: Any) -> str:
+    """A value that is exactly one safe path segment.
+
+    Anything outside ``[A-Za-z0-9_.-]`` is percent-encoded (Hive's own escape),
+    and values made of dots or starting with one are encoded too, so no value
+    can climb out of the output folder or hide itself.
+    """
+    text = "" if value is None else str(value)
+    if not text:
+        return HIVE_DEFAULT_PARTITION
+    if _SAFE_VALUE_RE.match(text) and not text.startswith("."):
+        return text
+    encoded = quote(text, safe="-_")  # '.' and '/' are encoded as well
+    encoded = encoded.replace(".", "%2E")
+    if len(encoded) > 100:
+        encoded = encoded[:80] + "-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return encoded
+
+
+def partition_path(values: Iterable[tuple[str, str]]) -> str:
+    """("dt", "2024-05-01"), ("lang", "ar") -> ``dt=2024-05-01/lang=ar`` (values already sanitised)."""
+    return "/".join(f"{key}={value}" for key, value in values)
+
+
+def errors_partition(run_id: str) -> str:
+    return f"{ERRORS_DIR}/run_id={sanitise_partition_value(run_id)}"
+
+
+# ---- file names -------------------------------------------------------------------
+
+def part_name(run_key: str, partition: str, number: int, window_tag: str = "") -> str:
+    """The committed name of a run's ``number``-th file of ``partition``.
+
+    ``run_key`` is a run id (or ``compact-<id>`` for compacted files); the
+    partition's hash keeps names unique when several partitions share a folder
+    (dead letters) and lets a retried commit find its own files.
+    """
+    partition_hash = hashlib.sha256(partition.encode()).hexdigest()[:8]
+    return f"part-{run_key}{window_tag}-{partition_hash}-{number:04d}.parquet"
+
+
+def run_key_of(file_name: str) -> str:
+    """The run a data file belongs to (compacted files are their own key)."""
+    match = PART_NAME_RE.match(file_name)
+    return match.group("run") if match else file_name.rsplit(".", 1)[0]
+
+
+def temp_folder(output: str, run_id: str) -> str:
+    return join_path(output, TMP_DIR, run_id)
+
+
+def temp_file(output: str, run_id: str, unique: str) -> str:
+    return join_path(temp_folder(output, run_id), f"{unique}{TEMP_SUFFIX}")
+
+
+def compact_staging(output: str, compact_id: str = "") -> str:
+    return join_path(output, TMP_DIR, f"{COMPACT_STAGING_PREFIX}{compact_id}")
+
+
+def manifest_path(output: str, run_id: str) -> str:
+    return join_path(output, RUNS_DIR, f"{run_id}.json")
+
+
+def compact_lock_path(output: str) -> str:
+    return join_path(output, COMPACT_LOCK_NAME)
+
+
+# ---- globs --------------------------------------------------------------------------
+
+def _is_article_file(path: str) -> bool:
+    return not any(f"/{folder}/" in path for folder in (ERRORS_DIR, TMP_DIR, RUNS_DIR))
+
+
+def data_files(output: str) -> list[str]:
+    """Every committed article file (any run, compacted ones too)."""
+    return [path for path in list_paths(join_path(output, "**", "part-*.parquet")) if _is_article_file(path)]
+
+
+def committed_files(output: str, run_id: str) -> list[str]:
+    """The article files one run committed."""
+    return [path for path in list_paths(join_path(output, "**", f"part-{run_id}-*.parquet")) if _is_article_file(path)]
+
+
+def run_error_files(output: str, run_id: str) -> str:
+    return join_path(output, errors_partition(run_id), "*.parquet")
+
+
+def articles_glob(root: str | Path, partition_keys: Sequence[str]) -> str:
+    """A glob over the article files only, so ``_runs``/``_errors`` never match."""
+    return str(Path(root).joinpath(*[f"{key}=*" for key in partition_keys], "*.parquet"))
+
+
+def errors_glob(root: str | Path) -> str:
+    return str(Path(root) / ERRORS_DIR / "*" / "*.parquet")
+
+
+def manifests_glob(root: str | Path) -> str:
+    return str(Path(root) / RUNS_DIR / "*.json")
+
+
+# ---- filesystem helpers (local and gs:// alike) -----------------------------------
+
+def _filesystems():
+    """Beam's FileSystems, imported on first use: it takes 2 s, and readers of
+    the layout such as ``newsbeam query`` only need names and globs."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def join_path(base: str, *parts: str) -> str:
+    return _filesystems().join(base, *parts) if parts else base
+
+
+def is_local(path: str) -> bool:
+    return _filesystems().get_scheme(path) in (None, "file")
+
+
+def make_dirs(path: str) -> None:
+    """Create a folder (and parents) if the filesystem has folders; GCS has none."""
+    if is_local(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def list_paths(pattern: str) -> list[str]:
+    return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
+
+
+def read_text(path: str) -> Optional[str]:
+    if not _filesystems().exists(path):
+        return None
+    with _filesystems().open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    make_dirs(_filesystems().split(path)[0])
+    temp = f"{path}.inprogress-{os.getpid()}"
+    with _filesystems().create(temp) as handle:
+        handle.write(text.encode("utf-8"))
+    if _filesystems().exists(path):
+        _filesystems().delete([path])  # GCS rename does not overwrite; local os.rename would
+    _filesystems().rename([temp], [path])
