@@ -292,7 +292,7 @@ def write_corpus(articles: Sequence[GeneratedArticle], folder: str | Path) -> li
 
 def labelling_texts(articles: Sequence[GeneratedArticle]) -> list[str]:
     """The text newsbeam's labeller reads for each article (headline + lead)."""
-    from newsbeam.labelling.labeller import article_text
+    from newsbeam.labelling.input_text import article_text
 
     return [article_text(a.title, a.summary, a.body) for a in articles]
 

@@ -33,8 +33,9 @@ def macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
 
 def load_dev_sets(data_root: Path = SHARED_DATA, per_set: Optional[int] = None) -> Optional[dict]:
     """``{"sentiment": (texts, gold), "topic": (texts, gold)}``, or None without the data."""
-    from newsbeam.labelling.taxonomy import load_label_map
     from newsbeam_lab.training import read_labelled_jsonl
+
+    from newsbeam.labelling.taxonomy import load_label_map
 
     if not data_root.is_dir():
         return None

@@ -47,9 +47,10 @@ def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
     """The labelled entries as the labeller sees them: a ``LabelledTexts`` whose
     texts are headline + lead after the pipeline's parsing and normalisation."""
     from newsbeam_lab.training import LabelledTexts
-    from newsbeam.transforms.feeds import parse_feed
+
+    from newsbeam.formats.feeds import parse_feed
+    from newsbeam.normalise import normalise_entry
     from newsbeam.transforms.labelling import labelling_text
-    from newsbeam.transforms.normalise import normalise_entry
 
     by_file: dict[str, list[dict]] = defaultdict(list)
     for row in labels:
@@ -79,6 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     from newsbeam_lab.evaluate import evaluate_labeller, format_report
+
     from newsbeam.labelling.labeller import load_labeller
 
     items = read_items(read_labels(confidence=args.confidence))

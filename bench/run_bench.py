@@ -218,6 +218,7 @@ def measure_int8(labeller, int8_limit: Optional[dict], corpus_dir: Path, work: P
 
 def measure_naive(corpus_dir: Path, work: Path, heads: Optional[str]) -> dict:
     from naive import NaiveLabeller, naive_run
+
     from newsbeam.labelling.embedded import ensure_embedded_model
     from newsbeam.labelling.heads import load_heads
 
@@ -289,9 +290,9 @@ def headline_figures(results: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from newsbeam.transforms.labelling import LabellerConfig
-
     import torch  # noqa: F401  (imported before timing anything)
+
+    from newsbeam.transforms.labelling import LabellerConfig
 
     work = Path(tempfile.mkdtemp(prefix="newsbeam-bench-", dir=args.work_dir))
     heads_args = ["--heads", args.heads] if args.heads else []

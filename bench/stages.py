@@ -18,13 +18,13 @@ import time
 
 # stage -> (file suffix, function name); each function does one stage's work
 STAGE_FUNCTIONS = {
-    "read_and_parse": ("newsbeam/transforms/files.py", "entries_from_file"),
-    "normalise": ("newsbeam/transforms/normalise.py", "normalise_entry"),
-    "language": ("newsbeam/transforms/language.py", "detect_language"),
+    "read_and_parse": ("newsbeam/formats/__init__.py", "entries_from_file"),
+    "normalise": ("newsbeam/normalise.py", "normalise_entry"),
+    "language": ("newsbeam/language.py", "detect_language"),
     "model_load": ("newsbeam/labelling/labeller.py", "load_labeller"),
     "tokenise": ("newsbeam/labelling/labeller.py", "token_ids"),
     "model": ("newsbeam/labelling/labeller.py", "label_token_ids"),
-    "write": ("newsbeam/transforms/sink.py", "write_parquet"),
+    "write": ("newsbeam/parquet.py", "write_parquet"),
 }
 
 

@@ -20,8 +20,11 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
+from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:
+    from newsbeam.records import Article
 
 TMP_DIR = "_tmp"
 ERRORS_DIR = "_errors"
@@ -37,6 +40,8 @@ DEFAULT_PARTITION_KEYS = ("dt", "lang")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # run ids name files and folders
 PART_NAME_RE = re.compile(r"^part-(?P<run>.+?)(?:-w-?\d+p\d+)?-[0-9a-f]{8}-\d{4}\.parquet$")
 PARTITION_SEGMENT_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_]*)=(?P<value>.+)$")
+LANGUAGE_VALUE_RE = re.compile(r"^[a-z]{2,3}$")
+DATE_VALUE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -83,6 +88,19 @@ def sanitise_partition_value(value: Any) -> str:
     return encoded
 
 
+def partition_values(article: "Article", keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The sanitised (key, value) pairs of ``article``'s partition folder."""
+    date = article.partition_date
+    values = {
+        "dt": date if DATE_VALUE_RE.match(date) else None,
+        "month": date[:7],
+        "year": date[:4],
+        "lang": article.language if LANGUAGE_VALUE_RE.match(article.language or "") else "und",
+        "source_host": (urlsplit(article.source).hostname or "local") if article.source else "local",
+    }
+    return tuple((key, sanitise_partition_value(values[key])) for key in keys)
+
+
 def partition_path(values: Iterable[tuple[str, str]]) -> str:
     """("dt", "2024-05-01"), ("lang", "ar") -> ``dt=2024-05-01/lang=ar`` (values already sanitised)."""
     return "/".join(f"{key}={value}" for key, value in values)
@@ -117,6 +135,16 @@ def temp_folder(output: str, run_id: str) -> str:
 
 def temp_file(output: str, run_id: str, unique: str) -> str:
     return join_path(temp_folder(output, run_id), f"{unique}{TEMP_SUFFIX}")
+
+
+def remove_temp_files(output: str, run_id: str) -> None:
+    """Drop what a run left in its temp folder (retried bundles' leftovers)."""
+    folder = temp_folder(output, run_id)
+    leftovers = [m.path for m in _filesystems().match([join_path(folder, "*")])[0].metadata_list]
+    if leftovers:
+        _filesystems().delete(leftovers)
+    if _filesystems().get_scheme(folder) in (None, "file") and _filesystems().exists(folder):
+        _filesystems().delete([folder])
 
 
 def compact_staging(output: str, compact_id: str = "") -> str:

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from newsbeam.records import Article
+from newsbeam.records import Article, DeadLetter
 
 SCHEMA_VERSION = "1"
 
@@ -104,3 +104,14 @@ def article_to_row(article: Article, run_id: str) -> dict[str, Any]:
 
 def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=FILE_SCHEMA)
+
+
+def dead_letter_row(letter: DeadLetter, run_id: str) -> dict:
+    return {
+        "run_id": run_id,
+        "stage": letter.stage,
+        "source": letter.source,
+        "article_id": letter.article_id,
+        "reason": letter.reason,
+        "excerpt": letter.excerpt,
+    }

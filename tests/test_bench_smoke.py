@@ -23,7 +23,7 @@ from quality import macro_f1  # noqa: E402
 from run_bench import label_agreement, newsbeam_argv, read_labels, render_markdown  # noqa: E402
 from stages import stage_shares  # noqa: E402
 
-from newsbeam.transforms.files import entries_from_file  # noqa: E402
+from newsbeam.formats import entries_from_file  # noqa: E402
 
 
 def test_corpus_is_deterministic_multilingual_and_within_length_bounds():
@@ -57,7 +57,7 @@ def test_macro_f1_and_agreement_on_known_values():
 
 
 def test_stage_shares_attribute_profiled_time_to_the_stage_functions(tmp_path):
-    from newsbeam.transforms.normalise import normalise_entry
+    from newsbeam.normalise import normalise_entry
     from newsbeam.records import RawEntry
 
     profiler = cProfile.Profile()
@@ -103,9 +103,10 @@ def test_child_without_a_log_dir_leaves_no_files_behind(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def random_heads(tmp_path_factory):
     """Heads with random weights on the embedded encoder: enough to run the code paths."""
-    from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID
-    from newsbeam.labelling.heads import Head, HeadSet
     from newsbeam_lab.heads_writer import save_heads
+
+    from newsbeam.labelling import EMBEDDED_MODEL_ID
+    from newsbeam.labelling.heads import Head, HeadSet
     from newsbeam.labelling.taxonomy import load_taxonomy
 
     taxonomy, rng = load_taxonomy(), np.random.default_rng(0)
@@ -125,6 +126,7 @@ def random_heads(tmp_path_factory):
 def test_limit_int8_and_naive_label_the_same_articles(tmp_path, random_heads):
     from limit import int8_encoder, measure_limit
     from naive import NaiveLabeller, naive_run
+
     from newsbeam.labelling.embedded import ensure_embedded_model
     from newsbeam.labelling.heads import load_heads
     from newsbeam.labelling.labeller import load_labeller
@@ -166,6 +168,7 @@ def test_markdown_reports_missing_steps_instead_of_numbers():
 def test_bench_int8_uses_the_peaks_the_run_uses():
     """The bench's in-process int8 must be what `newsbeam run --quantize int8` loads."""
     from limit import int8_encoder
+
     from newsbeam.labelling.labeller import load_labeller
 
     texts = corpus.labelling_texts(corpus.generate_articles(8, seed=5))

@@ -14,6 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from newsbeam.layout import COMPACT_LOCK_NAME as LOCK_NAME
+from newsbeam.layout import PART_NAME_RE, run_key_of
 from newsbeam.pipeline.cli import main
 from newsbeam.pipeline.compact import (
     CompactionLocked,
@@ -23,7 +25,6 @@ from newsbeam.pipeline.compact import (
     rows_per_output_file,
 )
 from newsbeam.schema import FILE_SCHEMA
-from newsbeam.layout import COMPACT_LOCK_NAME as LOCK_NAME, PART_NAME_RE, run_key_of
 from tests.datasets import make_article, write_articles
 
 DAY_ONE, DAY_TWO = dt.date(2024, 5, 1), dt.date(2024, 5, 2)

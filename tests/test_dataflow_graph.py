@@ -18,8 +18,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.internal import apiclient
 
 from newsbeam.pipeline.cli import main
-from newsbeam.pipeline.graph import build
 from newsbeam.pipeline.flex_template import as_flags
+from newsbeam.pipeline.graph import build
 from newsbeam.pipeline.options import NewsOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,10 @@ def test_batch_job_builds_offline_with_the_package_and_its_seeds():
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"setup.py", "newsbeam/pipeline/graph.py", "newsbeam/seeds/000_adb80237c80a1eea.txt",
-            "newsbeam/seeds/taxonomy.yaml", "newsbeam/seeds/samples/world-news.atom"} <= names
+            "newsbeam/seeds/taxonomy.yaml", "newsbeam/seeds/samples/world-news.atom",
+            "newsbeam/fetch/http.py", "newsbeam/formats/feeds.py", "newsbeam/labelling/labeller.py"} <= names
+    # workers get the runtime only: the lab (training, evaluation) never ships
+    assert not [name for name in names if name.startswith(("lab/", "newsbeam_lab"))]
     assert job.options.view_as(NewsOptions).output == "gs://newsbeam-test-bucket/articles"
     assert job.options.view_as(NewsOptions).run_id  # fixed at launch, so every worker writes the same run
 

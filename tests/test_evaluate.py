@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from newsbeam_lab import evaluate
+from newsbeam_lab import evaluate, scoring
 from tests.test_training import SPORT_WORDS, WEATHER_WORDS, toy_sentences, write_jsonl
 
 
 def test_f1_scores_match_hand_computed_values():
     gold = ["a", "a", "a", "b", "b", "c"]
     predicted = ["a", "a", "b", "b", "c", "c"]
-    scores = evaluate.f1_scores(gold, predicted)
+    scores = scoring.f1_scores(gold, predicted)
     # a: P 2/2, R 2/3 -> F1 0.8; b: P 1/2, R 1/2 -> 0.5; c: P 1/2, R 1/1 -> 2/3
     assert scores["per_label"]["a"]["f1"] == pytest.approx(0.8)
     assert scores["per_label"]["b"]["f1"] == pytest.approx(0.5)
@@ -26,7 +26,7 @@ def test_f1_scores_match_hand_computed_values():
 
 
 def test_a_predicted_label_absent_from_gold_counts_in_the_macro_average():
-    scores = evaluate.f1_scores(["a", "a"], ["a", "z"])
+    scores = scoring.f1_scores(["a", "a"], ["a", "z"])
     assert scores["per_label"]["z"]["f1"] == 0.0
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
 
@@ -35,7 +35,7 @@ def test_classification_report_per_language_and_confusion():
     gold = ["a", "b", "a", "b", "a", "b"]
     predicted = ["a", "b", "b", "b", "a", "a"]
     languages = ["en", "en", "fr", "fr", "ar", "ar"]
-    report = evaluate.classification_report(gold, predicted, languages)
+    report = scoring.classification_report(gold, predicted, languages)
     assert report["n"] == 6
     assert report["accuracy"] == pytest.approx(4 / 6)
     assert report["per_language"]["en"] == {"n": 2, "accuracy": 1.0, "macro_f1": 1.0}
@@ -44,24 +44,24 @@ def test_classification_report_per_language_and_confusion():
     assert report["per_language"]["ar"]["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
     assert report["confusion"] == {"labels": ["a", "b"], "matrix": [[2, 1], [1, 2]]}
     with pytest.raises(ValueError, match="differ in length"):
-        evaluate.classification_report(["a"], [], ["en"])
+        scoring.classification_report(["a"], [], ["en"])
 
 
 def test_restriction_picks_the_best_label_among_each_languages_gold_labels():
     label_ids = ("sport", "weather", "politics")
     probabilities = np.array([[0.1, 0.3, 0.6], [0.5, 0.2, 0.3], [0.2, 0.1, 0.7]])
     languages = ["en", "en", "fr"]
-    assert evaluate.choose_labels(label_ids, probabilities, languages) == ["politics", "sport", "politics"]
-    allowed = evaluate.allowed_labels_by_language(["sport", "weather", "weather"], languages)
+    assert scoring.choose_labels(label_ids, probabilities, languages) == ["politics", "sport", "politics"]
+    allowed = scoring.allowed_labels_by_language(["sport", "weather", "weather"], languages)
     assert allowed == {"en": {"sport", "weather"}, "fr": {"weather"}}
-    assert evaluate.choose_labels(label_ids, probabilities, languages, allowed) == ["weather", "sport", "weather"]
+    assert scoring.choose_labels(label_ids, probabilities, languages, allowed) == ["weather", "sport", "weather"]
 
 
 def test_format_report_shows_every_section():
-    report = evaluate.classification_report(["a", "b"], ["a", "a"], ["en", "fr"])
+    report = scoring.classification_report(["a", "b"], ["a", "a"], ["en", "fr"])
     report.update({"task": "topic", "model": "m", "restricted": False, "skipped": 1, "seconds": 0.1,
                    "texts_per_second": 20.0})
-    text = evaluate.format_report(report)
+    text = scoring.format_report(report)
     for fragment in ("macro-F1 0.3333", "skipped 1", "confusion (rows gold, columns predicted)", "fr"):
         assert fragment in text
 
@@ -82,8 +82,8 @@ def toy_eval(tmp_path_factory, trained_heads_module):
 @pytest.fixture(scope="module")
 def trained_heads_module(tmp_path_factory):
     """The toy heads of test_training, trained once for this module."""
-    from tests.test_training import save_tiny_bert, write_toy_sets
     from newsbeam_lab import training
+    from tests.test_training import save_tiny_bert, write_toy_sets
 
     encoder_path = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-eval"))
     folder = tmp_path_factory.mktemp("toy-train")
@@ -167,6 +167,7 @@ def test_shipped_label_maps_hit_distinct_taxonomy_ids():
 def toy_dev_sets(root):
     """A data root shaped like ../shared/data's, with the toy head's labels, and the sets scoring it."""
     from newsbeam_lab.dev_report import DevSet
+
     from tests.test_training import HAPPY_WORDS, SAD_WORDS
 
     (root / "topic").mkdir(parents=True)
@@ -185,6 +186,7 @@ def toy_dev_sets(root):
 
 def test_dev_report_scores_each_set_per_language_against_its_target(trained_heads_module, tmp_path):
     from newsbeam_lab.dev_report import dev_report, format_dev_report
+
     from newsbeam.labelling.labeller import load_labeller
 
     encoder_path, heads = trained_heads_module
@@ -212,6 +214,7 @@ def test_dev_report_option_needs_its_splits_and_excludes_task_and_data(trained_h
 def test_the_reported_dev_splits_exist_in_the_shared_data_and_no_training_step_reads_them():
     from newsbeam_lab.dev_report import DEV_SETS, check_splits
     from newsbeam_lab.training import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
+
     from tests.pipeline_helpers import SHARED
 
     if not SHARED.is_dir():
@@ -230,8 +233,8 @@ def test_bootstrap_resample_scores_equal_f1_scores_on_the_same_rows():
     for seed in range(5):
         # one resample: the interval collapses onto that resample's macro-F1
         (picks,) = np.random.default_rng(seed).integers(0, len(gold), size=(1, len(gold)))
-        expected = evaluate.f1_scores([gold[i] for i in picks], [predicted[i] for i in picks])["macro_f1"]
-        low, high = evaluate.bootstrap_macro_f1(gold, predicted, samples=1, seed=seed)
+        expected = scoring.f1_scores([gold[i] for i in picks], [predicted[i] for i in picks])["macro_f1"]
+        low, high = scoring.bootstrap_macro_f1(gold, predicted, samples=1, seed=seed)
         assert low == pytest.approx(expected) and high == pytest.approx(expected)
 
 
@@ -243,9 +246,9 @@ def test_bootstrap_interval_holds_the_score_and_narrows_with_more_rows():
         return gold, [label if rng.random() < 0.75 else "neu" for label in gold]
 
     small, large = noisy(100), noisy(2000)
-    low, high = evaluate.bootstrap_macro_f1(*small)
-    assert low < evaluate.f1_scores(*small)["macro_f1"] < high
-    large_low, large_high = evaluate.bootstrap_macro_f1(*large)
+    low, high = scoring.bootstrap_macro_f1(*small)
+    assert low < scoring.f1_scores(*small)["macro_f1"] < high
+    large_low, large_high = scoring.bootstrap_macro_f1(*large)
     assert (large_high - large_low) < (high - low) / 3  # width shrinks like 1/sqrt(n)
 
 
@@ -256,20 +259,21 @@ def test_paired_bootstrap_tells_a_small_real_gain_from_noise():
     # the same model fixing 20 of its mistakes: a few points, inside each single interval's width
     mistakes = [i for i, (g, p) in enumerate(zip(gold, base)) if g != p][:20]
     better = [gold[i] if i in mistakes else label for i, label in enumerate(base)]
-    low, high = evaluate.bootstrap_macro_f1(gold, better, against=base)
+    low, high = scoring.bootstrap_macro_f1(gold, better, against=base)
     assert 0 < low < high
-    single_low, single_high = evaluate.bootstrap_macro_f1(gold, base)
-    gain = evaluate.f1_scores(gold, better)["macro_f1"] - evaluate.f1_scores(gold, base)["macro_f1"]
+    single_low, single_high = scoring.bootstrap_macro_f1(gold, base)
+    gain = scoring.f1_scores(gold, better)["macro_f1"] - scoring.f1_scores(gold, base)["macro_f1"]
     assert gain < single_high - single_low
-    assert evaluate.bootstrap_macro_f1(gold, base, against=base) == (0.0, 0.0)
+    assert scoring.bootstrap_macro_f1(gold, base, against=base) == (0.0, 0.0)
     with pytest.raises(ValueError):
-        evaluate.bootstrap_macro_f1(gold, base[:-1])
+        scoring.bootstrap_macro_f1(gold, base[:-1])
 
 
 def test_dev_report_with_bootstrap_and_against_compares_two_head_sets(trained_heads_module, tmp_path, capsys):
     encoder_path, heads = trained_heads_module
     sets = toy_dev_sets(tmp_path)
     import newsbeam_lab.dev_report as dev_report_module
+
     from newsbeam.labelling.labeller import load_labeller
 
     labeller = load_labeller(encoder=encoder_path, heads=heads, max_tokens=32)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from newsbeam.formats.feedlist import load_feed_list
 from newsbeam.records import FeedSpec
-from newsbeam.transforms.feedlist import load_feed_list
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

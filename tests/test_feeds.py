@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from newsbeam.formats.feeds import FeedParseError, ParsedFeed, parse_feed
 from newsbeam.records import RawEntry
-from newsbeam.transforms.feeds import FeedParseError, ParsedFeed, parse_feed
 
 FETCHED_AT = "2024-05-02T08:00:00Z"
 

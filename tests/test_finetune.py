@@ -5,19 +5,34 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from newsbeam_lab.deltas import low_rank_deltas
+from newsbeam_lab.finetune import (
+    FineTuneSettings,
+    RowStream,
+    TaskRows,
+    batch_count,
+    fine_tune,
+    rows_per_epoch,
+    upper_features,
+    warmup_then_linear_decay,
+)
+from newsbeam_lab.heads_writer import save_heads
 
-from newsbeam_lab import training
 from newsbeam.labelling.adaptation import DOWN, UP, apply_weight_deltas
 from newsbeam.labelling.bert import load_bert
-from newsbeam_lab import finetune
-from newsbeam_lab.finetune import (FineTuneSettings, RowStream, TaskRows, batch_count, fine_tune, rows_per_epoch,
-                                     upper_features, warmup_then_linear_decay)
 from newsbeam.labelling.heads import load_heads
-from newsbeam_lab.deltas import low_rank_deltas
-from newsbeam_lab.heads_writer import save_heads
 from newsbeam.labelling.taxonomy import load_taxonomy
-from tests.test_training import (HAPPY_WORDS, SAD_WORDS, SPORT_WORDS, WEATHER_WORDS, save_tiny_bert, toy_sentences,
-                                 write_jsonl, write_toy_sets)
+from newsbeam_lab import finetune, training
+from tests.test_training import (
+    HAPPY_WORDS,
+    SAD_WORDS,
+    SPORT_WORDS,
+    WEATHER_WORDS,
+    save_tiny_bert,
+    toy_sentences,
+    write_jsonl,
+    write_toy_sets,
+)
 
 
 @pytest.fixture(scope="module")

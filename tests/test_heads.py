@@ -6,13 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from apache_beam.io.localfilesystem import LocalFileSystem
+from newsbeam_lab.heads_writer import save_heads
 
 from newsbeam.labelling.heads import DEFAULT_HEADS_DIR, HEADS_JSON, HEADS_WEIGHTS, Head, HeadSet, load_heads, softmax
 from newsbeam.labelling.taxonomy import load_taxonomy
-from newsbeam_lab.heads_writer import save_heads
-
 
 HEADS_TEST_SCHEME = "nbheadstest"
 

@@ -12,12 +12,7 @@ import zlib
 import pytest
 
 from newsbeam import __version__
-from newsbeam.transforms.http import (
-    FetchError,
-    FetchPolicy,
-    HttpFetcher,
-    is_private_address,
-)
+from newsbeam.fetch.http import FetchError, FetchPolicy, HttpFetcher, is_private_address
 from tests.httpserver import Response, sequence
 
 FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'

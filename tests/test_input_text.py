@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from newsbeam_lab import training
 from newsbeam.labelling.input_text import model_text
+from newsbeam_lab import training
 from tests.test_training import save_tiny_bert
 
 ESCAPED_TWEET = r"Brilliant\u002c I\u2019m at the #cufidc session \ud83d\ude02 &amp;amp; more"

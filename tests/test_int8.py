@@ -13,11 +13,19 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from newsbeam_lab.heads_writer import save_heads  # noqa: E402
+
 from newsbeam.labelling.bert import BertConfig, BertModel  # noqa: E402
 from newsbeam.labelling.heads import HeadSet, load_heads  # noqa: E402
-from newsbeam_lab.heads_writer import save_heads  # noqa: E402
-from newsbeam.labelling.int8 import (DEFAULT_KEEP_FP32, InputScaled, calibration_texts, input_peaks, layers_kept_fp32,  # noqa: E402
-                                 quantize_int8, smoothed)
+from newsbeam.labelling.int8 import (  # noqa: E402
+    DEFAULT_KEEP_FP32,
+    InputScaled,
+    calibration_texts,
+    input_peaks,
+    layers_kept_fp32,
+    quantize_int8,
+    smoothed,
+)
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=32, pad_token_id=0)

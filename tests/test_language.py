@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from newsbeam.transforms.language import detect_language, normalise_language_code
+from newsbeam.language import detect_language, normalise_language_code
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEED = Path(__file__).resolve().parents[1] / "newsbeam" / "seeds" / "000_adb80237c80a1eea.txt"
@@ -63,7 +63,7 @@ def test_accuracy_on_sib200_dev_is_at_least_97_percent():
 def test_loading_in_the_background_loads_the_model_once_for_everyone(monkeypatch):
     from py3langid.langid import LanguageIdentifier
 
-    from newsbeam.transforms import language
+    from newsbeam import language
 
     loads = []
     real_load = LanguageIdentifier.from_model_file.__func__
@@ -85,7 +85,7 @@ def test_loading_in_the_background_loads_the_model_once_for_everyone(monkeypatch
 
 
 def test_letters_are_counted_only_until_there_are_enough():
-    from newsbeam.transforms.language import MIN_LETTERS, _has_letters
+    from newsbeam.language import MIN_LETTERS, _has_letters
 
     assert _has_letters("a" * MIN_LETTERS, MIN_LETTERS)
     assert not _has_letters("a" * (MIN_LETTERS - 1) + "1234 — 5678 !!" * 50, MIN_LETTERS)
@@ -94,7 +94,7 @@ def test_letters_are_counted_only_until_there_are_enough():
 
 
 def test_a_long_article_is_judged_on_its_opening():
-    from newsbeam.transforms.language import MAX_CHARS
+    from newsbeam.language import MAX_CHARS
 
     english = SAMPLES["en"] + ". " + "The minister said the plan would take effect next year. " * 30
     assert len(english) > MAX_CHARS

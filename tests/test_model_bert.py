@@ -47,7 +47,8 @@ def hidden_states_of_both(folder: Path, input_ids: torch.Tensor, mask: torch.Ten
 
 
 def test_random_bert_matches_transformers_layer_by_layer(tmp_path):
-    from transformers import BertConfig as HFConfig, BertModel
+    from transformers import BertConfig as HFConfig
+    from transformers import BertModel
 
     torch.manual_seed(0)
     BertModel(HFConfig(**tiny_config_dict()), add_pooling_layer=False).save_pretrained(tmp_path)
@@ -65,7 +66,8 @@ def test_random_bert_matches_transformers_layer_by_layer(tmp_path):
 def test_layer_by_layer_pooling_equals_pooling_every_hidden_state(tmp_path):
     """The encoder's pooled layers come from mean_pooled_layers, which keeps one
     hidden state alive at a time; it must give what pooling all of them gives."""
-    from transformers import BertConfig as HFConfig, BertModel
+    from transformers import BertConfig as HFConfig
+    from transformers import BertModel
 
     torch.manual_seed(1)
     BertModel(HFConfig(**tiny_config_dict()), add_pooling_layer=False).save_pretrained(tmp_path)

@@ -16,7 +16,8 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model  # noqa: E402
+from newsbeam.labelling import EMBEDDED_MODEL_ID
+from newsbeam.labelling.embedded import ensure_embedded_model  # noqa: E402
 from newsbeam.labelling.encoder import Encoder, is_remote_path, load_encoder  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

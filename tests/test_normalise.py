@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from newsbeam.normalise import canonical_url, clean_text, html_to_text, normalise_entry, parse_timestamp
 from newsbeam.records import RawEntry
-from newsbeam.transforms.normalise import (
-    canonical_url,
-    clean_text,
-    html_to_text,
-    normalise_entry,
-    parse_timestamp,
-)
 
 SEED = Path(__file__).resolve().parents[1] / "newsbeam" / "seeds" / "000_adb80237c80a1eea.txt"
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone.utc)

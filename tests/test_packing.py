@@ -1,7 +1,7 @@
 """Records cross shuffles packed: smaller, and unchanged once unpacked."""
+from newsbeam.packing import pack, unpack
 from newsbeam.records import Article, DeadLetter
 from newsbeam.transforms.dedup import ranked_and_packed, survivor_rank
-from newsbeam.transforms.packing import pack, unpack
 from tests.test_sink import make_article
 
 ARABIC_BODY = ("أعلنت وزارة الصحة اليوم عن خطة جديدة لتحسين الخدمات في المستشفيات الحكومية، "

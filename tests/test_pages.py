@@ -15,25 +15,23 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from newsbeam.records import Article, RawEntry
-from newsbeam.transforms.http import FetchPolicy
-from newsbeam.transforms.normalise import normalise_entry
-from newsbeam.transforms.pages import (
+from newsbeam.fetch.http import FetchPolicy
+from newsbeam.fetch.pages import (
     FAILED,
     KEPT_FEED_TEXT,
     SKIPPED_ROBOTS,
     USED,
-    FetchFullText,
     HostLimiter,
-    PageContent,
     PageFetcher,
-    extract_page,
     host_of,
-    measure_extraction,
     merge_page,
     page_user_agent,
 )
-from newsbeam.transforms.robots import MISSING, PARSED, UNREACHABLE, RobotsCache
+from newsbeam.fetch.robots import MISSING, PARSED, UNREACHABLE, RobotsCache
+from newsbeam.formats.html import PageContent, extract_page, measure_extraction
+from newsbeam.normalise import normalise_entry
+from newsbeam.records import Article, RawEntry
+from newsbeam.transforms.full_text import FetchFullText
 from tests.httpserver import FixtureServer, RecordedRequest, Response
 
 PAGES = Path(__file__).resolve().parent / "fixtures" / "pages"

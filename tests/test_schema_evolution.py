@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-import polars as pl
 import pytest
 
 from newsbeam.analytics.dataset import connect
+from newsbeam.parquet import write_parquet
 from newsbeam.schema import FILE_SCHEMA, SCHEMA_VERSION, article_to_row
-from newsbeam.transforms.sink import write_parquet
 from tests.datasets import sample_articles, write_articles
 
 LATE_COLUMNS = ("model", "body_source")

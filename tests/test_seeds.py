@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from newsbeam.transforms.feedlist import load_feed_list
-from newsbeam.transforms.files import entries_from_file
+from newsbeam.formats import entries_from_file
+from newsbeam.formats.feedlist import load_feed_list
 
 SEEDS = Path(__file__).resolve().parents[1] / "newsbeam" / "seeds"
 IPTC_TOP_LEVEL = {

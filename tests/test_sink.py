@@ -13,15 +13,10 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from newsbeam.layout import partition_path, partition_values, sanitise_partition_value, validate_partition_keys
 from newsbeam.records import Article
 from newsbeam.schema import FILE_SCHEMA, SCHEMA_VERSION
-from newsbeam.transforms.sink import (
-    WriteArticles,
-    partition_path,
-    partition_values,
-    sanitise_partition_value,
-    validate_partition_keys,
-)
+from newsbeam.transforms.sink import WriteArticles
 
 RUN_ID = "20240101T000000Z-abcdef"
 
@@ -121,9 +116,10 @@ def test_unwritable_output_fails_the_pipeline(tmp_path):
 def test_rows_stream_into_files_and_sorted_row_groups_without_being_listed(tmp_path):
     """A partition's packed rows arrive as a one-shot iterator: files of at
     most max_rows_per_file, row groups of ROW_GROUP_ROWS, each group sorted."""
+    from newsbeam.packing import pack
+    from newsbeam.parquet import ROW_GROUP_ROWS
     from newsbeam.schema import article_to_row
-    from newsbeam.transforms.packing import pack
-    from newsbeam.transforms.sink import ROW_GROUP_ROWS, _WriteTempFilesFn
+    from newsbeam.transforms.sink import _WriteTempFilesFn
     from tests.datasets import sample_articles
 
     template = sample_articles(per_day=30, days=1)[0]

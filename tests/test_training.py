@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from newsbeam_lab import training
 from newsbeam_lab.article_windows import ArticleWindows
+
 from newsbeam.labelling.heads import load_heads
 from newsbeam.labelling.taxonomy import load_taxonomy
+from newsbeam_lab import training
 
 SPORT_WORDS = ["match", "goal", "team", "league", "coach", "striker", "cup", "stadium"]
 WEATHER_WORDS = ["rain", "storm", "snow", "forecast", "wind", "sunny", "cloud", "frost"]

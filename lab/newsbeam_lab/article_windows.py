@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from newsbeam.labelling.encoder import PASSAGE_PREFIX
+from newsbeam.labelling import PASSAGE_PREFIX
 
 # Each window is the size of the pipeline's default token budget (--max_tokens).
 DEFAULT_ARTICLE_WINDOWS = 10
@@ -38,7 +38,7 @@ class ArticleWindows:
         return list(self.tokenizer([text], truncation=False, add_special_tokens=False)["input_ids"][0])
 
     def __call__(self, headline: Optional[str], body: Optional[str]) -> list[str]:
-        from newsbeam.labelling.labeller import article_text
+        from newsbeam.labelling.input_text import article_text
 
         if self.count == 0 or not body:
             return []

@@ -15,8 +15,13 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from newsbeam_lab.evaluate import (DEFAULT_BOOTSTRAP, bootstrap_macro_f1, classification_report, predict_rows,
-                                     read_eval_rows)
+from newsbeam_lab.scoring import (
+    DEFAULT_BOOTSTRAP,
+    bootstrap_macro_f1,
+    classification_report,
+    predict_rows,
+    read_eval_rows,
+)
 
 COLUMNS = ("ar", "en", "fr", "de", "es", "zh", "ru")
 

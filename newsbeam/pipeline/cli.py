@@ -46,7 +46,7 @@ def run_help_parser() -> argparse.ArgumentParser:
 
 def public_options(options: PipelineOptions) -> dict:
     """Options for the manifest: secret-looking options dropped, URLs redacted."""
-    from newsbeam.transforms.normalise import is_secret_name, redact_url
+    from newsbeam.normalise import is_secret_name, redact_url
 
     def clean(value):
         if isinstance(value, str):
@@ -120,9 +120,9 @@ def _runs_in_this_process(options: PipelineOptions) -> bool:
 
 
 def _run_and_report(options: PipelineOptions, news) -> int:
+    from newsbeam.layout import remove_temp_files
     from newsbeam.pipeline.graph import build
     from newsbeam.pipeline.manifest import build_manifest, format_summary, write_manifest
-    from newsbeam.transforms.sink import remove_temp_files
 
     started_at = dt.datetime.now(dt.timezone.utc)
     try:
@@ -139,7 +139,7 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         return EXIT_OK
     result, status, error_text = None, "committed", None
     if _runs_in_this_process(options):
-        from newsbeam.transforms.language import start_loading_identifier
+        from newsbeam.language import start_loading_identifier
 
         start_loading_identifier()  # off the critical path: ready when the language stage starts
     try:

@@ -47,11 +47,22 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from newsbeam.exit_codes import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
+from newsbeam.layout import (
+    COMPACT_STAGING_PREFIX,
+    PARTITION_SEGMENT_RE,
+    TMP_DIR,
+    compact_lock_path,
+    compact_staging,
+    is_local,
+    join_path,
+    make_dirs,
+    new_run_id,
+    part_name,
+    sanitise_partition_value,
+)
+from newsbeam.parquet import COMPRESSION, ROW_GROUP_ROWS
 from newsbeam.schema import FILE_SCHEMA, SCHEMA_VERSION
-from newsbeam.layout import (COMPACT_STAGING_PREFIX, PARTITION_SEGMENT_RE, TMP_DIR, compact_lock_path, compact_staging,
-                             is_local, join_path, make_dirs, new_run_id, part_name, sanitise_partition_value)
 from newsbeam.state.lock import FileLock, StateLocked
-from newsbeam.transforms.sink import COMPRESSION, ROW_GROUP_ROWS
 
 LOGGER = logging.getLogger(__name__)
 

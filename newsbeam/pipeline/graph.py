@@ -57,7 +57,8 @@ def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, stream
             raise ValueError("--streaming needs --feeds or --inputs (a folder to watch)")
         inputs = default_inputs()
     if news.feeds:
-        from newsbeam.transforms.feed_source import ReadFeeds, fetch_policy_from
+        from newsbeam.fetch.http import fetch_policy_from
+        from newsbeam.transforms.feed_source import ReadFeeds
 
         state = None if news.full_refresh else news.state
         read = ReadFeeds(news.feeds, fetch_policy_from(news), state=state, run_id=run_id,
@@ -118,8 +119,8 @@ def assemble(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming:
     else:
         articles = articles | "Deduplicate" >> DeduplicateArticles()
     if news.full_text:
-        from newsbeam.transforms.feed_source import fetch_policy_from
-        from newsbeam.transforms.pages import FetchFullText
+        from newsbeam.fetch.http import fetch_policy_from
+        from newsbeam.transforms.full_text import FetchFullText
 
         # After dedup and the state filter: a page is fetched once, for new articles only.
         articles = articles | "FetchFullText" >> FetchFullText(

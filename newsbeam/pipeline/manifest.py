@@ -20,6 +20,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from newsbeam import __version__
 from newsbeam.layout import committed_files, make_dirs, manifest_path, run_error_files
+from newsbeam.metrics import NAMESPACE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _query_with_deep_stack(result):
 
     def query():
         try:
-            found["metrics"] = result.metrics().query(MetricsFilter().with_namespace("newsbeam"))
+            found["metrics"] = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
         except BaseException as error:  # handed back to the caller's thread
             found["error"] = error
 

@@ -9,8 +9,18 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
+from newsbeam.fetch.pages import DEFAULT_CONCURRENCY_PER_HOST, DEFAULT_RATE_PER_HOST
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS
+from newsbeam.language import DEFAULT_MIN_CONFIDENCE
 from newsbeam.layout import DEFAULT_PARTITION_KEYS
+from newsbeam.transforms.sink import DEFAULT_MAX_ROWS_PER_FILE
+from newsbeam.transforms.streaming import (
+    DEFAULT_ALLOWED_LATENESS_SECONDS,
+    DEFAULT_DEDUP_TTL_SECONDS,
+    DEFAULT_POLL_INTERVAL_SECONDS,
+    DEFAULT_WINDOW_SECONDS,
+)
 
 
 def _comma_list(value: str) -> list[str]:
@@ -40,7 +50,7 @@ class NewsOptions(PipelineOptions):
         io.add_argument("--partition_keys", type=_comma_list, action=_CommaListAction,
                         default=list(DEFAULT_PARTITION_KEYS),
                         help="Hive partition keys, comma-separated, from dt,lang,month,year,source_host.")
-        io.add_argument("--max_rows_per_file", type=int, default=50_000)
+        io.add_argument("--max_rows_per_file", type=int, default=DEFAULT_MAX_ROWS_PER_FILE)
         io.add_argument("--state", default=None,
                         help="State folder for incremental runs (local or gs://).")
         io.add_argument("--full_refresh", action="store_true", default=False,
@@ -49,21 +59,21 @@ class NewsOptions(PipelineOptions):
         fetch = parser.add_argument_group("newsbeam fetching")
         fetch.add_argument("--allow_private_addresses", action="store_true", default=False,
                            help="Allow feed URLs on loopback/private/link-local addresses (tests, intranets).")
-        fetch.add_argument("--fetch_timeout", type=float, default=20.0, help="Read timeout per request, seconds.")
-        fetch.add_argument("--max_feed_bytes", type=int, default=20_000_000)
+        fetch.add_argument("--fetch_timeout", type=float, default=DEFAULT_READ_TIMEOUT, help="Read timeout per request, seconds.")
+        fetch.add_argument("--max_feed_bytes", type=int, default=DEFAULT_MAX_BYTES)
         fetch.add_argument("--full_text", action="store_true", default=False,
                            help="Fetch each new entry's page and use its main text when longer (robots.txt honoured).")
-        fetch.add_argument("--page_concurrency_per_host", type=int, default=2)
-        fetch.add_argument("--page_rate_per_host", type=float, default=1.0, help="Page requests/second per host.")
+        fetch.add_argument("--page_concurrency_per_host", type=int, default=DEFAULT_CONCURRENCY_PER_HOST)
+        fetch.add_argument("--page_rate_per_host", type=float, default=DEFAULT_RATE_PER_HOST, help="Page requests/second per host.")
         fetch.add_argument("--page_user_agent", default=None, help="User-Agent for pages (newsbeam is always named).")
-        fetch.add_argument("--poll_interval", type=float, default=300.0, help="Streaming: seconds between polls.")
+        fetch.add_argument("--poll_interval", type=float, default=DEFAULT_POLL_INTERVAL_SECONDS, help="Streaming: seconds between polls.")
         fetch.add_argument("--max_duration", type=float, default=None,
                            help="Streaming: stop polling after this many seconds.")
-        fetch.add_argument("--window_seconds", type=float, default=60.0,
+        fetch.add_argument("--window_seconds", type=float, default=DEFAULT_WINDOW_SECONDS,
                            help="Streaming: files are written per fixed window of this length.")
-        fetch.add_argument("--dedup_ttl", type=float, default=7 * 24 * 3600.0,
+        fetch.add_argument("--dedup_ttl", type=float, default=DEFAULT_DEDUP_TTL_SECONDS,
                            help="Streaming: seconds an article id is remembered for dedup.")
-        fetch.add_argument("--allowed_lateness", type=float, default=24 * 3600.0,
+        fetch.add_argument("--allowed_lateness", type=float, default=DEFAULT_ALLOWED_LATENESS_SECONDS,
                            help="Streaming: late elements within this many seconds get an extra pane.")
 
         labels = parser.add_argument_group("newsbeam labels")
@@ -76,11 +86,11 @@ class NewsOptions(PipelineOptions):
         labels.add_argument("--topic_model", default=None, help="Text-classification checkpoint for topics.")
         labels.add_argument("--sentiment_model", default=None, help="Text-classification checkpoint for sentiment.")
         labels.add_argument("--label_map", default=None, help="JSON mapping classifier labels onto newsbeam ids.")
-        labels.add_argument("--max_tokens", type=int, default=128,
+        labels.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS,
                             help="Token budget per article: headline + lead (128 labels as well as 256 at twice the speed).")
         labels.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
         labels.add_argument("--quantize", choices=["none", "int8"], default="none",
                             help="int8: dynamic per-channel int8 weights (faster; see the benchmark for agreement).")
         labels.add_argument("--torch_threads", type=int, default=None, help="torch intra-op threads per process.")
         labels.add_argument("--model_cache", default=None, help="Where the embedded model is built (default ~/.cache/newsbeam).")
-        labels.add_argument("--min_language_confidence", type=float, default=0.5)
+        labels.add_argument("--min_language_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE)

@@ -24,8 +24,15 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from newsbeam.faults import crash_point
-from newsbeam.layout import (committed_files, data_files, join_path, list_paths, read_text, run_key_of,
-                             write_text_atomically)
+from newsbeam.layout import (
+    committed_files,
+    data_files,
+    join_path,
+    list_paths,
+    read_text,
+    run_key_of,
+    write_text_atomically,
+)
 
 LOGGER = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from newsbeam.metrics import counter
+from newsbeam.packing import pack, unpack
 from newsbeam.records import Article
-from newsbeam.transforms.packing import pack, unpack
 
 DUPLICATES_COUNTER = "duplicates"
 
@@ -39,8 +39,8 @@ class _KeepOneFn(beam.DoFn):
     """(key, [(rank, content_hash, packed)]) -> the lowest-ranked entry, still packed."""
 
     def __init__(self, reason: str):
-        self.duplicates = Metrics.counter("newsbeam", DUPLICATES_COUNTER)
-        self.by_reason = Metrics.counter("newsbeam", f"duplicates_by_{reason}")
+        self.duplicates = counter(DUPLICATES_COUNTER)
+        self.by_reason = counter(f"duplicates_by_{reason}")
 
     def process(self, keyed_group):
         _, group = keyed_group

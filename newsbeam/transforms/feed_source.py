@@ -9,40 +9,20 @@ and are merged into ``feeds.json`` only once the run's data is committed.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from newsbeam.fetch.http import FetchError, FetchPolicy, HttpFetcher
+from newsbeam.formats.feedlist import resolve_feed_specs
+from newsbeam.metrics import counter
+from newsbeam.normalise import redact_url, utc_now_iso
 from newsbeam.records import DeadLetter, FeedSpec
-from newsbeam.transforms.http import FetchError, FetchPolicy, HttpFetcher
-from newsbeam.transforms.normalise import redact_url, utc_now_iso
 
 LOGGER = logging.getLogger(__name__)
 
 DEAD_LETTER = "dead_letter"
 FEED_STATUS = "feed_status"
-
-
-def fetch_policy_from(news) -> FetchPolicy:
-    return FetchPolicy(
-        read_timeout=news.fetch_timeout,
-        max_bytes=news.max_feed_bytes,
-        allow_private_addresses=news.allow_private_addresses,
-    )
-
-
-def resolve_feed_specs(feeds: Iterable[str]) -> list[FeedSpec]:
-    """Feed URLs and feed-list files -> FeedSpecs, first occurrence of a URL wins."""
-    from newsbeam.transforms.feedlist import load_feed_list
-
-    specs: dict[str, FeedSpec] = {}
-    for item in feeds:
-        for spec in load_feed_list(item):
-            specs.setdefault(spec.url, spec)
-    if not specs:
-        raise ValueError(f"--feeds {list(feeds)!r} lists no feed")
-    return list(specs.values())
 
 
 class FetchFeedFn(beam.DoFn):
@@ -51,10 +31,10 @@ class FetchFeedFn(beam.DoFn):
     def __init__(self, policy: FetchPolicy, state: Optional[str] = None):
         self.policy = policy
         self.state = state
-        self.feeds_ok = Metrics.counter("newsbeam", "feeds_ok")
-        self.feeds_failed = Metrics.counter("newsbeam", "feeds_failed")
-        self.not_modified = Metrics.counter("newsbeam", "feeds_not_modified")
-        self.entries_read = Metrics.counter("newsbeam", "entries_read")
+        self.feeds_ok = counter("feeds_ok")
+        self.feeds_failed = counter("feeds_failed")
+        self.not_modified = counter("feeds_not_modified")
+        self.entries_read = counter("entries_read")
 
     def setup(self):
         from newsbeam.state.store import load_feed_state
@@ -76,7 +56,7 @@ class FetchFeedFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FEED_STATUS, {"url": spec.url, "ok": False, "reason": reason, "at": at})
 
     def process(self, spec: FeedSpec):
-        from newsbeam.transforms.feeds import FeedParseError, parse_feed
+        from newsbeam.formats.feeds import FeedParseError, parse_feed
 
         at = utc_now_iso()
         known = self.validators.get(spec.url, {})

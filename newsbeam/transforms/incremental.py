@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from newsbeam.metrics import counter
 from newsbeam.records import Article
 from newsbeam.state.store import load_written_ids
 
@@ -12,7 +12,7 @@ from newsbeam.state.store import load_written_ids
 class _SkipWrittenFn(beam.DoFn):
     def __init__(self, state: str):
         self.state = state
-        self.skipped = Metrics.counter("newsbeam", "already_written")
+        self.skipped = counter("already_written")
 
     def setup(self):
         self.written_ids, self.written_hashes = load_written_ids(self.state)

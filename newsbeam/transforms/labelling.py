@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base as beam_inference
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS
 from newsbeam.labelling.memory import release_freed_memory
+from newsbeam.metrics import counter
 from newsbeam.records import Article, DeadLetter
 
 LOGGER = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class LabellerConfig:
     topic_model: Optional[str] = None
     sentiment_model: Optional[str] = None
     label_map: Optional[str] = None
-    max_tokens: int = 128
+    max_tokens: int = DEFAULT_MAX_TOKENS
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     torch_threads: Optional[int] = None
     cache_dir: Optional[str] = None
@@ -98,7 +98,7 @@ def default_torch_threads(news) -> Optional[int]:
 
 
 def labelling_text(article: Article) -> str:
-    from newsbeam.labelling.labeller import article_text
+    from newsbeam.labelling.input_text import article_text
 
     return article_text(article.title, article.summary, article.body)
 
@@ -157,7 +157,7 @@ class ArticleModelHandler(ModelHandler[Article, Article, Any]):
 
 class _DeadLetterFailedBatchesFn(beam.DoFn):
     def __init__(self):
-        self.failed = Metrics.counter("newsbeam", "dead_lettered_label")
+        self.failed = counter("dead_lettered_label")
 
     def process(self, failed):
         batch, error = failed

@@ -15,44 +15,35 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Callable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from newsbeam.faults import crash_point
+from newsbeam.layout import (
+    DEFAULT_PARTITION_KEYS,
+    errors_partition,
+    join_path,
+    make_dirs,
+    part_name,
+    partition_path,
+    partition_values,
+    temp_file,
+    validate_partition_keys,
+)
+from newsbeam.metrics import counter
+from newsbeam.packing import pack, unpack
+from newsbeam.parquet import write_parquet
 from newsbeam.records import Article, DeadLetter
-from newsbeam.layout import (DEFAULT_PARTITION_KEYS, errors_partition, join_path, make_dirs, part_name, partition_path,
-                             sanitise_partition_value, temp_file, temp_folder, validate_partition_keys)
-from newsbeam.schema import ERROR_SCHEMA, FILE_SCHEMA, article_to_row
-from newsbeam.transforms.packing import pack, unpack
+from newsbeam.schema import ERROR_SCHEMA, FILE_SCHEMA, article_to_row, dead_letter_row
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS_PER_FILE = 50_000
-ROW_GROUP_ROWS = 1_000  # about 10 MB of news rows: what one writer holds in memory
-COMPRESSION = "zstd"
-LANGUAGE_VALUE_RE = re.compile(r"^[a-z]{2,3}$")
-DATE_VALUE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def partition_values(article: Article, keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    date = article.partition_date
-    values = {
-        "dt": date if DATE_VALUE_RE.match(date) else None,
-        "month": date[:7],
-        "year": date[:4],
-        "lang": article.language if LANGUAGE_VALUE_RE.match(article.language or "") else "und",
-        "source_host": (urlsplit(article.source).hostname or "local") if article.source else "local",
-    }
-    return tuple((key, sanitise_partition_value(values[key])) for key in keys)
 
 
 @dataclass(frozen=True)
@@ -61,26 +52,6 @@ class WrittenFile:
     final_path: str
     partition: str
     rows: int
-
-
-def write_parquet(path: str, schema: pa.Schema, rows: Iterable[dict]) -> int:
-    """Write ``rows`` (any iterable, read once) to one Parquet file; returns how many.
-
-    Rows are taken a row group at a time, so a writer holds one group in
-    memory, not the file; each group is sorted by article_id.
-    """
-    stream = FileSystems.create(path)
-    written = 0
-    try:
-        with pq.ParquetWriter(stream, schema, compression=COMPRESSION) as writer:
-            iterator = iter(rows)
-            while group := list(itertools.islice(iterator, ROW_GROUP_ROWS)):
-                group.sort(key=lambda row: row.get("article_id") or "")
-                writer.write_table(pa.Table.from_pylist(group, schema=schema))
-                written += len(group)
-    finally:
-        stream.close()
-    return written
 
 
 class _WriteTempFilesFn(beam.DoFn):
@@ -122,16 +93,6 @@ def _window_tag(window, pane) -> str:
     return ""
 
 
-def remove_temp_files(output: str, run_id: str) -> None:
-    """Drop what a run left in its temp folder (retried bundles' leftovers)."""
-    folder = temp_folder(output, run_id)
-    leftovers = [m.path for m in FileSystems.match([join_path(folder, "*")])[0].metadata_list]
-    if leftovers:
-        FileSystems.delete(leftovers)
-    if FileSystems.get_scheme(folder) in (None, "file") and FileSystems.exists(folder):
-        FileSystems.delete([folder])
-
-
 class _CommitFilesFn(beam.DoFn):
     """Phase 2: rename every finished temp file to its final Hive path."""
 
@@ -141,8 +102,8 @@ class _CommitFilesFn(beam.DoFn):
         self.counter_name = counter
 
     def setup(self):
-        self.rows_committed = Metrics.counter("newsbeam", self.counter_name)
-        self.files_committed = Metrics.counter("newsbeam", f"{self.counter_name}_files")
+        self.rows_committed = counter(self.counter_name)
+        self.files_committed = counter(f"{self.counter_name}_files")
 
     def process(self, written: list[WrittenFile]):
         items = sorted(written, key=lambda w: w.final_path)
@@ -227,17 +188,6 @@ class WriteArticles(beam.PTransform):
             | "WritePartitions" >> _WriteRecords(self.output, run_id, FILE_SCHEMA, self.max_rows_per_file, "rows_written",
                                                  Article, functools.partial(article_to_row, run_id=run_id))
         )
-
-
-def dead_letter_row(letter: DeadLetter, run_id: str) -> dict:
-    return {
-        "run_id": run_id,
-        "stage": letter.stage,
-        "source": letter.source,
-        "article_id": letter.article_id,
-        "reason": letter.reason,
-        "excerpt": letter.excerpt,
-    }
 
 
 class WriteDeadLetters(beam.PTransform):

@@ -19,17 +19,18 @@ from typing import Iterable, Optional
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from newsbeam.metrics import counter
 from newsbeam.records import Article, FeedSpec
 
 DUPLICATES = "duplicates"
-DEFAULT_WINDOW_SECONDS = 60
+DEFAULT_POLL_INTERVAL_SECONDS = 300.0
+DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_DEDUP_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 
@@ -73,7 +74,7 @@ class WatchFiles(beam.PTransform):
     def expand(self, pbegin):
         from apache_beam.io import fileio
 
-        from newsbeam.transforms.files import SUPPORTED_EXTENSIONS
+        from newsbeam.formats import SUPPORTED_EXTENSIONS
 
         stop = Timestamp.of(time.time() + self.max_duration) if self.max_duration else None
         matched = []
@@ -113,8 +114,8 @@ class _FirstSightingFn(beam.DoFn):
         self.counter = counter
 
     def setup(self):
-        self.duplicates = Metrics.counter("newsbeam", "duplicates")
-        self.by_reason = Metrics.counter("newsbeam", f"duplicates_by_{self.counter}")
+        self.duplicates = counter("duplicates")
+        self.by_reason = counter(f"duplicates_by_{self.counter}")
 
     def process(
         self,

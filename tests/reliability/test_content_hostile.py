@@ -267,7 +267,7 @@ def test_same_article_under_three_urls__one_row_two_duplicates(content_run):
 
 def test_jsonl_string_with_raw_unicode_line_separators__one_record_per_line():
     """U+2028/U+2029/U+0085 inside a JSON string are content, not line ends: two lines, two entries."""
-    from newsbeam.transforms.files import entries_from_file
+    from newsbeam.formats import entries_from_file
 
     records = [{"title": "Line\u2028separator and next\u0085line", "body": "Paragraph\u2029separator."},
                {"title": "Second record", "body": "Plain body."}]

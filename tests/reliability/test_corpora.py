@@ -13,7 +13,7 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from newsbeam.transforms.feeds import FeedParseError, parse_feed
+from newsbeam.formats.feeds import FeedParseError, parse_feed
 
 FEEDS_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "feeds"
 FEEDPARSER_TESTS = FEEDS_DATA / "feedparser-tests"

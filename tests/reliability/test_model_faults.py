@@ -16,9 +16,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
+from newsbeam.normalise import normalise_entry
 from newsbeam.records import Article, DeadLetter, RawEntry
 from newsbeam.transforms.labelling import DEAD_LETTER, ArticleModelHandler, LabelArticles, LabellerConfig
-from newsbeam.transforms.normalise import normalise_entry
 
 FAKE_MODEL_ID = "exploding-test-double"
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from newsbeam.transforms.http import FetchError, FetchPolicy, HttpFetcher
+from newsbeam.fetch.http import FetchError, FetchPolicy, HttpFetcher
 from tests.httpserver import Response, sequence
 
 FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from newsbeam.transforms.feeds import MAX_ENTITY_EXPANSION, FeedParseError, ParsedFeed, parse_feed
+from newsbeam.formats.feeds import MAX_ENTITY_EXPANSION, FeedParseError, ParsedFeed, parse_feed
 from tests.httpserver import Response
 
 FETCHED_AT = "2024-05-02T08:00:00Z"

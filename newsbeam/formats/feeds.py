@@ -50,6 +50,8 @@ FEED_LEVEL_KEYS = frozenset({"title", "subtitle", "link", "links", "updated", "i
 HTML_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]",
                         re.IGNORECASE | re.DOTALL)
 
+FEED_EXTENSIONS = (".xml", ".rss", ".atom", ".rdf")
+
 
 class FeedParseError(ValueError):
     """Bytes that are not a feed; ``reason`` is short and machine-readable.

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
-from newsbeam.transforms.http import FetchError, FetchResult
+from newsbeam.fetch.http import FetchError, FetchResult
 
 LOGGER = logging.getLogger(__name__)
 

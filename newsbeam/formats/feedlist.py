@@ -213,3 +213,14 @@ PARSERS: dict[str, Callable[[str, str], list[FeedSpec]]] = {
     "yaml": parse_yaml_list,
     "toml": parse_toml_list,
 }
+
+
+def resolve_feed_specs(feeds: Iterable[str]) -> list[FeedSpec]:
+    """Feed URLs and feed-list files -> FeedSpecs, first occurrence of a URL wins."""
+    specs: dict[str, FeedSpec] = {}
+    for item in feeds:
+        for spec in load_feed_list(item):
+            specs.setdefault(spec.url, spec)
+    if not specs:
+        raise ValueError(f"--feeds {list(feeds)!r} lists no feed")
+    return list(specs.values())

@@ -33,8 +33,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util import connection as urllib3_connection
 
 from newsbeam import __version__
-
-from newsbeam.transforms.normalise import SECRET_WORDS, redact_url
+from newsbeam.normalise import SECRET_WORDS, redact_url
 
 LOGGER = logging.getLogger(__name__)
 SECRET_IN_TEXT_RE = re.compile(
@@ -65,14 +64,18 @@ RETRYABLE_REASONS = frozenset({"timeout", "connection_reset", "truncated"})
 READ_CHUNK_BYTES = 64 * 1024
 
 
+DEFAULT_READ_TIMEOUT = 20.0
+DEFAULT_MAX_BYTES = 20_000_000
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     """Limits for one fetch; plain data so a pipeline can pickle it."""
 
     connect_timeout: float = 5.0
-    read_timeout: float = 20.0  # longest silence between two reads
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # longest silence between two reads
     total_timeout: float = 60.0  # whole fetch, retries and redirects included
-    max_bytes: int = 20_000_000  # body cap, on the wire and after decompression
+    max_bytes: int = DEFAULT_MAX_BYTES  # body cap, on the wire and after decompression
     max_redirects: int = 5
     max_retries: int = 3
     backoff_base: float = 0.5  # seconds; doubles per retry
@@ -125,7 +128,7 @@ class FetchError(Exception):
         self.status = status
 
     def __str__(self) -> str:
-        from newsbeam.transforms.normalise import redact_url
+        from newsbeam.normalise import redact_url
 
         where = f" ({redact_url(self.url)})" if self.url else ""
         return f"{self.reason}: {self.detail}{where}" if self.detail else f"{self.reason}{where}"
@@ -550,3 +553,12 @@ class _DeflateDecompressor:
             self._inner = zlib.decompressobj(zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS)
             data, self._pending = self._pending, b""
         return self._inner.decompress(data, max_length)
+
+
+def fetch_policy_from(news) -> FetchPolicy:
+    """The run's fetch policy from its options (``NewsOptions``)."""
+    return FetchPolicy(
+        read_timeout=news.fetch_timeout,
+        max_bytes=news.max_feed_bytes,
+        allow_private_addresses=news.allow_private_addresses,
+    )

@@ -1,4 +1,5 @@
-"""Full text from article pages: fetch each new entry's page politely, extract the main text.
+"""Fetching article pages politely and merging their main text into articles
+(the Beam side is :mod:`newsbeam.transforms.full_text`).
 
 ``--full_text`` runs :class:`FetchFullText` on articles that are new to the
 dataset: the graph drops articles that earlier runs wrote (``--state``) before
@@ -6,7 +7,7 @@ this stage, so a page already fetched for an article_id is not fetched again.
 
 Politeness, per host (``host[:port]``):
 
-- robots.txt is honoured (see :mod:`newsbeam.transforms.robots`), and so is a
+- robots.txt is honoured (see :mod:`newsbeam.fetch.robots`), and so is a
   Crawl-delay / Request-rate up to :data:`MAX_CRAWL_DELAY_S`; a host asking
   for longer is skipped for the run, like a disallow;
 - at most ``concurrency_per_host`` requests are in flight and request starts
@@ -36,23 +37,18 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 from urllib.parse import urlsplit
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.utils.windowed_value import WindowedValue
-
 from newsbeam import __version__
+from newsbeam.fetch.http import DEFAULT_USER_AGENT, FetchError, FetchPolicy, FetchResult, HttpFetcher
+from newsbeam.fetch.robots import RobotsCache
+from newsbeam.formats.html import PageContent, extract_page
+from newsbeam.language import UNDETERMINED, detect_language
 from newsbeam.records import Article
-from newsbeam.transforms.http import DEFAULT_USER_AGENT, FetchError, FetchPolicy, FetchResult, HttpFetcher
-from newsbeam.transforms.language import UNDETERMINED, detect_language
-from newsbeam.transforms.normalise import clean_text, parse_timestamp
-from newsbeam.transforms.robots import RobotsCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,62 +68,12 @@ KEPT_FEED_TEXT = "kept_feed_text"  # page fetched and read, feed text kept (not 
 FAILED = "failed"  # fetch error, not HTML, or no main text
 SKIPPED_ROBOTS = "skipped_robots"  # robots.txt disallows it, or is unavailable
 
-# trafilatura's options for news pages. favor_precision drops borderline
-# blocks: in the fixture pages it is what removes an inline ad inside the
-# Arabic article body, at the cost of sometimes losing a short real paragraph.
-EXTRACTION_OPTIONS = dict(
-    with_metadata=True,
-    include_comments=False,
-    include_tables=True,
-    include_images=False,
-    include_links=False,
-    favor_precision=True,
-    date_extraction_params={"extensive_search": True, "original_date": True,
-                            "outputformat": "%Y-%m-%dT%H:%M:%S%z"},
-)
-
-
-@dataclass(frozen=True)
-class PageContent:
-    """What an article page holds besides its boilerplate."""
-
-    text: str  # paragraphs separated by one blank line, title line removed
-    title: Optional[str] = None
-    authors: tuple[str, ...] = ()
-    published_at: Optional[str] = None  # ISO-8601 UTC
-
-
 @dataclass(frozen=True)
 class PageOutcome:
     article: Article  # the updated article, or the input one unchanged
     outcome: str  # USED, KEPT_FEED_TEXT, FAILED or SKIPPED_ROBOTS
     fetched: bool  # a 2xx page body was received
     reason: str = ""
-
-
-# --- pure functions -----------------------------------------------------------------------------
-
-
-def extract_page(html: bytes, url: Optional[str] = None) -> Optional[PageContent]:
-    """Main text, title, authors and date of an article page; None when it has no main text.
-
-    trafilatura decodes the bytes itself (meta charset, then detection).
-    """
-    import trafilatura
-
-    document = trafilatura.bare_extraction(html, url=url, **EXTRACTION_OPTIONS)
-    if document is None or not document.text:
-        return None
-    title = clean_text(document.title) or None
-    paragraphs = [clean_text(line) for line in document.text.split("\n")]
-    paragraphs = [line for line in paragraphs if line]
-    if paragraphs and title and paragraphs[0] == title:
-        paragraphs = paragraphs[1:]
-    text = "\n\n".join(paragraphs)
-    if not text:
-        return None
-    authors = tuple(name for name in (clean_text(part) for part in (document.author or "").split(";")) if name)
-    return PageContent(text=text, title=title, authors=authors, published_at=parse_timestamp(document.date))
 
 
 def feed_text(article: Article) -> str:
@@ -375,127 +321,3 @@ class PageFetcher:
 # --- Beam ---------------------------------------------------------------------------------------
 
 
-def key_by_host(article: Article) -> tuple[str, Article]:
-    return host_of(article.url) or "", article
-
-
-def route_by_url(article: Article, partitions: int) -> int:
-    """Partition 0: articles with a page to fetch; 1: the others, passed through."""
-    return 0 if has_fetchable_url(article) else 1
-
-
-class _FetchFullTextFn(beam.DoFn):
-    """(host, batch of Articles) -> the same Articles, with page text where it helps."""
-
-    def __init__(self, policy: FetchPolicy, concurrency_per_host: int, rate_per_host: float,
-                 user_agent: Optional[str]):
-        self.policy = policy
-        self.concurrency_per_host = concurrency_per_host
-        self.rate_per_host = rate_per_host
-        self.user_agent = user_agent
-        self.pages_fetched = Metrics.counter("newsbeam", "pages_fetched")
-        self.pages_failed = Metrics.counter("newsbeam", "pages_failed")
-        self.pages_used = Metrics.counter("newsbeam", "pages_used")
-        self.pages_skipped_robots = Metrics.counter("newsbeam", "pages_skipped_robots")
-
-    def setup(self):
-        self.pages = PageFetcher(self.policy, concurrency_per_host=self.concurrency_per_host,
-                                 rate_per_host=self.rate_per_host, user_agent=self.user_agent)
-        # Host batches run side by side: each host's limiter keeps it polite on
-        # its own, so 50 hosts at 1 request/s take 1/50 of the time one after
-        # another would, and one slow host no longer holds up the others.
-        self.host_pool = ThreadPoolExecutor(max_workers=MAX_HOSTS_IN_FLIGHT, thread_name_prefix="newsbeam-host")
-
-    def teardown(self):
-        pages = getattr(self, "pages", None)
-        if pages is not None:
-            pages.close()
-        pool = getattr(self, "host_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def start_bundle(self):
-        self.in_flight: deque = deque()
-
-    def process(self, host_batch: tuple[str, Iterable[Article]], timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
-        _host, articles = host_batch
-        articles = list(articles)
-        self.in_flight.append((self.host_pool.submit(lambda: list(self.pages.fetch_all(articles))),
-                               timestamp, window))
-        # bounded: beyond this many waiting batches, finish the oldest first
-        while len(self.in_flight) > 2 * MAX_HOSTS_IN_FLIGHT or (self.in_flight and self.in_flight[0][0].done()):
-            yield from self._emit_oldest()
-
-    def finish_bundle(self):
-        while self.in_flight:
-            yield from self._emit_oldest()
-
-    def _emit_oldest(self):
-        # Counters are updated here, on the bundle's thread: Beam's metric
-        # containers are per thread, so increments in the pool would be lost.
-        future, timestamp, window = self.in_flight.popleft()
-        for result in future.result():
-            if result.fetched:
-                self.pages_fetched.inc()
-            if result.outcome == FAILED:
-                self.pages_failed.inc()
-            elif result.outcome == USED:
-                self.pages_used.inc()
-            elif result.outcome == SKIPPED_ROBOTS:
-                self.pages_skipped_robots.inc()
-            # each article keeps the window and timestamp of the batch it came in
-            yield WindowedValue(result.article, timestamp, (window,))
-
-
-class FetchFullText(beam.PTransform):
-    """Articles -> the same Articles, each with its page's main text where that is better.
-
-    ``max_buffering_secs`` must be set in streaming: it bounds how long a
-    host's batch waits to fill (the global window never closes).
-    """
-
-    def __init__(self, policy: FetchPolicy, concurrency_per_host: int = DEFAULT_CONCURRENCY_PER_HOST,
-                 rate_per_host: float = DEFAULT_RATE_PER_HOST, user_agent: Optional[str] = None, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_buffering_secs: Optional[float] = None):
-        super().__init__()
-        check_limits(concurrency_per_host, rate_per_host)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        self.policy = policy
-        self.concurrency_per_host = concurrency_per_host
-        self.rate_per_host = rate_per_host
-        self.user_agent = user_agent
-        self.batch_size = batch_size
-        self.max_buffering_secs = max_buffering_secs
-
-    def expand(self, articles):
-        with_url, without_url = articles | "RouteByUrl" >> beam.Partition(route_by_url, 2)
-        batching = {"max_buffering_duration_secs": self.max_buffering_secs} if self.max_buffering_secs else {}
-        fetched = (
-            with_url
-            | "KeyByHost" >> beam.Map(key_by_host).with_output_types(tuple[str, Article])
-            | "BatchPerHost" >> beam.GroupIntoBatches(self.batch_size, **batching)
-            | "FetchPages" >> beam.ParDo(_FetchFullTextFn(self.policy, self.concurrency_per_host,
-                                                          self.rate_per_host, self.user_agent))
-        )
-        return (fetched, without_url) | "RejoinArticles" >> beam.Flatten()
-
-
-# --- cost ---------------------------------------------------------------------------------------
-
-
-def measure_extraction(pages: Iterable[bytes], repeat: int = 3) -> dict[str, float]:
-    """Seconds trafilatura spends per page (best of ``repeat`` passes), for benchmarks."""
-    pages = list(pages)
-    if not pages:
-        raise ValueError("measure_extraction needs at least one page")
-    extract_page(pages[0])  # first call imports and warms trafilatura
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        started = time.perf_counter()
-        for html in pages:
-            extract_page(html)
-        best = min(best, time.perf_counter() - started)
-    return {"pages": float(len(pages)), "seconds": best, "ms_per_page": 1000 * best / len(pages),
-            "pages_per_second": len(pages) / best if best else float("inf")}
