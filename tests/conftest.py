@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.httpserver import FixtureServer
+from tests.support.httpserver import FixtureServer
 
 
 @pytest.fixture

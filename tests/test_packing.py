@@ -2,7 +2,7 @@
 from newsbeam.packing import pack, unpack
 from newsbeam.records import Article, DeadLetter
 from newsbeam.transforms.dedup import ranked_and_packed, survivor_rank
-from tests.test_sink import make_article
+from tests.support.builders import make_article
 
 ARABIC_BODY = ("أعلنت وزارة الصحة اليوم عن خطة جديدة لتحسين الخدمات في المستشفيات الحكومية، "
                "وقال الوزير إن الخطة تشمل تدريب الأطباء وتوفير الأجهزة الحديثة. ") * 12

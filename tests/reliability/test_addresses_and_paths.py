@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.httpserver import Response
-from tests.pipeline_helpers import assert_accounting, english_items, only_manifest, read_rows, rss, run_cli
+from tests.support.httpserver import Response
+from tests.support.pipelines import assert_accounting, english_items, only_manifest, read_rows, rss, run_cli
 
 FAST = ["--skip_labels"]
 PUBLIC_STAND_IN = "93.184.216.34"  # a global address; connections to it are routed to the loopback server

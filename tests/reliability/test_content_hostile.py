@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.httpserver import FixtureServer, Response
-from tests.pipeline_helpers import assert_accounting, only_manifest, read_rows, run_cli
+from tests.support.httpserver import FixtureServer, Response
+from tests.support.pipelines import assert_accounting, only_manifest, read_rows, run_cli
 
 RUN_ID = "content-run"
 FIVE_MB = 5 * 1024 * 1024

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from newsbeam.fetch.http import FetchError, FetchPolicy, HttpFetcher
-from tests.httpserver import Response, sequence
+from tests.support.httpserver import Response, sequence
 
 FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
 LOOPBACK = FetchPolicy(allow_private_addresses=True, connect_timeout=2, read_timeout=2,

@@ -17,8 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.pipeline.cli import public_options
 from newsbeam.pipeline.options import NewsOptions
-from tests.httpserver import Response
-from tests.pipeline_helpers import english_items, rss, run_cli
+from tests.support.httpserver import Response
+from tests.support.pipelines import english_items, rss, run_cli
 
 PACKAGE = Path(__file__).resolve().parents[2] / "newsbeam"
 # Calls that turn bytes into arbitrary objects (pickle under the hood).

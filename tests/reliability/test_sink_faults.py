@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.httpserver import RecordedRequest, Response
-from tests.pipeline_helpers import SAMPLES, assert_accounting, english_items, only_manifest, read_rows, rss, run_cli
+from tests.support.httpserver import RecordedRequest, Response
+from tests.support.pipelines import SAMPLES, assert_accounting, english_items, only_manifest, read_rows, rss, run_cli
 
 FAST = ["--skip_labels"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from newsbeam.formats.feeds import MAX_ENTITY_EXPANSION, FeedParseError, ParsedFeed, parse_feed
-from tests.httpserver import Response
+from tests.support.httpserver import Response
 
 FETCHED_AT = "2024-05-02T08:00:00Z"
 
