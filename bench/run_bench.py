@@ -244,7 +244,7 @@ def measure_full_text_run(articles, work: Path, heads_args: list[str], baseline:
                                            "--allow_private_addresses", "--output", str(work / "out_feeds_only"),
                                            *heads_args)).check()
         run = run_child(python_argv("-m", "newsbeam.pipeline.cli", "run", "--feeds", *sites.feed_urls,
-                                    "--full_text", "--allow_private_addresses",
+                                    "--full_text", "--allow_private_addresses", "--allow_private_page_addresses",
                                     "--output", str(work / "out_full_text"), *heads_args)).check()
     import pyarrow.dataset as ds
 

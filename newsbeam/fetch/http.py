@@ -5,35 +5,33 @@ Everything a hostile or broken server can do is bounded: how long we wait
 how many redirects we follow and where they may point, and how often we retry.
 
 Redirects are followed here, hop by hop, rather than by ``requests``, so each
-hop's scheme is checked; the address check itself runs when a socket is
-opened: the host is resolved once, *every* resolved address must be public,
-and the socket connects to one of those same addresses. A name that resolves
-to a public address for a check and to 127.0.0.1 for the connection (DNS
-rebinding) therefore cannot reach a private service.
+hop's scheme is checked; where a hop may connect is checked when its socket
+is opened (:mod:`newsbeam.fetch.addresses`, DNS rebinding included). The
+total deadline holds on the sockets themselves (:mod:`newsbeam.fetch.deadline`),
+so a server trickling its status line, headers or chunk sizes is cut off at
+``total_timeout`` like one trickling its body.
 """
 from __future__ import annotations
 
+import dataclasses
 import email.utils
-import ipaddress
 import logging
 import re
-import socket
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
-from urllib3.util import connection as urllib3_connection
 
 from newsbeam import __version__
+from newsbeam.fetch.addresses import AddressCheckingAdapter, ConnectFailure, is_private_address
+from newsbeam.fetch.body import BodyFailure, read_body
+from newsbeam.fetch.deadline import SocketDeadline
 from newsbeam.normalise import SECRET_WORDS, redact_url
+
+__all__ = ["FetchError", "FetchPolicy", "FetchResult", "HttpFetcher", "fetch_policy_from",
+           "is_private_address", "page_fetch_policy_from"]
 
 LOGGER = logging.getLogger(__name__)
 SECRET_IN_TEXT_RE = re.compile(
@@ -61,7 +59,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # DNS failures, refused connections, blocked addresses, oversized bodies and
 # 4xx answers (other than 429) are definite and are not retried.
 RETRYABLE_REASONS = frozenset({"timeout", "connection_reset", "truncated"})
-READ_CHUNK_BYTES = 64 * 1024
 
 
 DEFAULT_READ_TIMEOUT = 20.0
@@ -80,6 +77,7 @@ class FetchPolicy:
     max_retries: int = 3
     backoff_base: float = 0.5  # seconds; doubles per retry
     max_retry_after: float = 60.0  # a longer Retry-After ends the fetch instead
+    # loopback and private ranges; link-local and cloud metadata stay refused (fetch.addresses)
     allow_private_addresses: bool = False
     user_agent: str = DEFAULT_USER_AGENT
 
@@ -132,123 +130,6 @@ class FetchError(Exception):
 
         where = f" ({redact_url(self.url)})" if self.url else ""
         return f"{self.reason}: {self.detail}{where}" if self.detail else f"{self.reason}{where}"
-
-
-class _ConnectFailure(Exception):
-    """Raised from inside urllib3's connect step.
-
-    Deliberately not an ``OSError``: urllib3 and requests pass it through
-    unwrapped, so the reason survives to :class:`HttpFetcher`.
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def is_private_address(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for any address a feed fetch must not reach by default.
-
-    Loopback, private (RFC 1918, ULA), link-local (169.254.169.254 cloud
-    metadata included), carrier-grade NAT, unspecified, multicast, reserved
-    and documentation ranges all count; so does an IPv4-mapped IPv6 form of
-    any of them. Anything unparsable counts as private (fail closed).
-    """
-    try:
-        address = ipaddress.ip_address(str(ip).split("%", 1)[0])
-    except ValueError:
-        return True
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d reaches a.b.c.d
-            return is_private_address(address.ipv4_mapped)
-        if address.sixtofour is not None and is_private_address(address.sixtofour):
-            return True
-    return (
-        not address.is_global
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_private
-    )
-
-
-class _CheckedConnectionMixin:
-    """Resolve once, check every address, connect only to a checked one."""
-
-    allow_private_addresses = False
-
-    def _new_conn(self) -> socket.socket:
-        host = self._dns_host  # type: ignore[attr-defined]
-        port = self.port  # type: ignore[attr-defined]
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise _ConnectFailure("dns", f"cannot resolve {host!r}: {exc}") from exc
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        if not self.allow_private_addresses:
-            blocked = [address for address in addresses if is_private_address(address)]
-            if blocked:
-                raise _ConnectFailure(
-                    "blocked_address",
-                    f"{host!r} resolves to non-public address {blocked[0]}",
-                )
-        failure = _ConnectFailure("connection_error", f"no address for {host!r}")
-        for address in addresses:
-            try:
-                return urllib3_connection.create_connection(
-                    (address, port),
-                    self.timeout,  # type: ignore[attr-defined]
-                    source_address=self.source_address,  # type: ignore[attr-defined]
-                    socket_options=self.socket_options,  # type: ignore[attr-defined]
-                )
-            except socket.timeout as exc:
-                failure = _ConnectFailure("timeout", f"connect to {address} timed out")
-                failure.__cause__ = exc
-            except ConnectionRefusedError as exc:
-                failure = _ConnectFailure("connection_refused", f"{address}:{port} refused")
-                failure.__cause__ = exc
-            except OSError as exc:
-                failure = _ConnectFailure("connection_error", f"{address}:{port}: {exc}")
-                failure.__cause__ = exc
-        raise failure
-
-
-class _CheckedHTTPConnection(_CheckedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _CheckedHTTPSConnection(_CheckedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _OpenHTTPConnection(_CheckedConnectionMixin, HTTPConnection):
-    allow_private_addresses = True
-
-
-class _OpenHTTPSConnection(_CheckedConnectionMixin, HTTPSConnection):
-    allow_private_addresses = True
-
-
-def _pool_classes(allow_private_addresses: bool) -> dict[str, type]:
-    http_cls = _OpenHTTPConnection if allow_private_addresses else _CheckedHTTPConnection
-    https_cls = _OpenHTTPSConnection if allow_private_addresses else _CheckedHTTPSConnection
-    return {
-        "http": type("_HTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_cls}),
-        "https": type("_HTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_cls}),
-    }
-
-
-class _AddressCheckingAdapter(HTTPAdapter):
-    def __init__(self, allow_private_addresses: bool) -> None:
-        self._pool_classes = _pool_classes(allow_private_addresses)
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
 
 def _parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
@@ -321,7 +202,7 @@ class HttpFetcher:
         if self._session is None:
             session = requests.Session()
             session.trust_env = False  # no proxies or .netrc from the environment
-            adapter = _AddressCheckingAdapter(self.policy.allow_private_addresses)
+            adapter = AddressCheckingAdapter(self.policy.allow_private_addresses)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update({
@@ -417,16 +298,46 @@ class HttpFetcher:
                          f"more than {self.policy.max_redirects} redirects", url)
 
     def _exchange(self, url: str, conditional: Mapping[str, str], deadline: float) -> _Response:
-        """One GET, body read in bounded chunks and decompressed under the cap."""
+        """One GET under the fetch's deadline, body read in bounded chunks and decompressed under the cap.
+
+        The deadline is enforced by a watchdog on the sockets (see
+        :mod:`newsbeam.fetch.deadline`): read timeouts alone cannot end a
+        server that sends each byte just in time, and the status line,
+        headers and chunk-size lines are read where no loop of ours can check
+        the clock.
+        """
         policy = self.policy
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise FetchError("timeout", f"total_timeout {policy.total_timeout}s exceeded", url)
         timeout = (min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining))
+        with SocketDeadline(remaining) as watchdog:
+            try:
+                response = self._send(url, conditional, timeout)
+                try:
+                    result = self._response_of(response, url, deadline)
+                finally:
+                    response.close()
+                # Once the watchdog has cut the socket, what was read cannot be
+                # trusted: http.client takes a status line cut short for a whole
+                # one, a chunk-size line of zeros cut short for the last chunk.
+                if not watchdog.expired:
+                    return result
+                cause = None
+            except FetchError as error:
+                if not watchdog.expired:
+                    raise
+                cause = error  # a reset or a truncation the watchdog caused: report the deadline
+        raise FetchError("timeout", f"total_timeout {policy.total_timeout}s exceeded "
+                                    "before the response was complete", url) from cause
+
+    def _send(self, url: str, conditional: Mapping[str, str],
+              timeout: tuple[float, float]) -> requests.Response:
+        """The request sent and the status line and headers read; the body is left on the socket."""
         try:
-            response = self.session.get(url, headers=dict(conditional), stream=True,
-                                        allow_redirects=False, timeout=timeout)
-        except _ConnectFailure as failure:
+            return self.session.get(url, headers=dict(conditional), stream=True,
+                                    allow_redirects=False, timeout=timeout)
+        except ConnectFailure as failure:
             raise FetchError(failure.reason, failure.detail, url) from failure
         except requests.Timeout as exc:
             raise FetchError("timeout", str(exc), url) from exc
@@ -438,127 +349,39 @@ class HttpFetcher:
             raise FetchError("bad_url", str(exc), url) from exc
         except requests.RequestException as exc:
             raise FetchError("connection_error", str(exc), url) from exc
-        try:
-            headers = {name.lower(): value for name, value in response.headers.items()}
-            if response.status_code in REDIRECT_STATUSES or response.status_code == 304 \
-                    or response.status_code >= 400:
-                # Redirects, 304s and errors: the body is not used.
-                return _Response(response.status_code, headers, b"")
-            body = self._read_body(response, headers, url, deadline)
-            return _Response(response.status_code, headers, body)
-        finally:
-            response.close()
+
+    def _response_of(self, response: requests.Response, url: str, deadline: float) -> _Response:
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        if response.status_code in REDIRECT_STATUSES or response.status_code == 304 \
+                or response.status_code >= 400:
+            # Redirects, 304s and errors: the body is not used.
+            return _Response(response.status_code, headers, b"")
+        return _Response(response.status_code, headers, self._read_body(response, headers, url, deadline))
 
     def _read_body(self, response: requests.Response, headers: Mapping[str, str],
                    url: str, deadline: float) -> bytes:
-        cap = self.policy.max_bytes
-        declared = headers.get("content-length")
-        expected: Optional[int] = None
-        if declared is not None and declared.strip().isdigit():
-            expected = int(declared)
-            if expected > cap:
-                raise FetchError("too_large", f"Content-Length {expected} > cap {cap}", url)
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif encoding == "deflate":
-            decompressor = _DeflateDecompressor()
-        elif encoding in ("identity", ""):
-            decompressor = None
-        else:
-            raise FetchError("bad_encoding", f"unsupported Content-Encoding {encoding!r}", url)
-
-        raw_seen = 0
-        out = bytearray()
-        connection = getattr(response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise FetchError("timeout", f"total_timeout {self.policy.total_timeout}s "
-                                            f"exceeded after {raw_seen} bytes", url)
-            if sock is not None:
-                # Each wait is bounded by whichever comes first: read_timeout
-                # of silence or the end of the whole fetch's time.
-                sock.settimeout(min(self.policy.read_timeout, remaining))
-            try:
-                # read1: return what one receive brings, so a server dribbling
-                # bytes cannot keep a single call (and the deadline check) waiting.
-                chunk = response.raw.read1(READ_CHUNK_BYTES, decode_content=False)
-            except (ReadTimeoutError, socket.timeout) as exc:
-                raise FetchError("timeout", f"read timed out after {raw_seen} bytes", url) from exc
-            except ProtocolError as exc:  # urllib3's wrapper for a connection that ended early
-                raise FetchError("truncated", f"connection ended early: {exc}", url) from exc
-            except (Urllib3Error, OSError) as exc:
-                raise FetchError("connection_reset", f"{type(exc).__name__}: {exc}", url) from exc
-            if not chunk:
-                break
-            raw_seen += len(chunk)
-            if raw_seen > cap:
-                raise FetchError("too_large", f"body exceeds cap {cap} bytes", url)
-            if decompressor is None:
-                out += chunk
-            else:
-                self._inflate_into(out, decompressor, chunk, cap, url)
-            if len(out) > cap:
-                raise FetchError("too_large", f"body exceeds cap {cap} bytes", url)
-        if expected is not None and raw_seen < expected:
-            raise FetchError("truncated", f"got {raw_seen} of {expected} bytes", url)
-        if decompressor is not None:
-            if not decompressor.eof:
-                raise FetchError("truncated", f"{encoding} stream ended early", url)
-        return bytes(out)
-
-    @staticmethod
-    def _inflate_into(out: bytearray, decompressor, chunk: bytes, cap: int, url: str) -> None:
-        """Inflate ``chunk`` a bounded slice at a time, stopping past the cap.
-
-        ``max_length`` keeps each step's output small, so a gzip bomb costs at
-        most ``cap`` bytes of memory, never its decompressed size.
-        """
-        data = chunk
-        while data and not decompressor.eof:
-            room = cap + 1 - len(out)
-            try:
-                out += decompressor.decompress(data, max(1, min(room, READ_CHUNK_BYTES)))
-            except zlib.error as exc:
-                raise FetchError("bad_encoding", f"corrupt compressed body: {exc}", url) from exc
-            if len(out) > cap:
-                raise FetchError("too_large", f"decompressed body exceeds cap {cap} bytes", url)
-            data = decompressor.unconsumed_tail
-
-
-class _DeflateDecompressor:
-    """HTTP "deflate" is zlib-wrapped by the RFC and raw deflate in practice."""
-
-    def __init__(self) -> None:
-        self._inner = None
-        self._pending = b""
-
-    @property
-    def eof(self) -> bool:
-        return self._inner is not None and self._inner.eof
-
-    @property
-    def unconsumed_tail(self) -> bytes:
-        return self._inner.unconsumed_tail if self._inner is not None else b""
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        if self._inner is None:
-            self._pending += data
-            if len(self._pending) < 2:
-                return b""
-            first, second = self._pending[0], self._pending[1]
-            is_zlib = (first & 0x0F) == 8 and ((first << 8) | second) % 31 == 0
-            self._inner = zlib.decompressobj(zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS)
-            data, self._pending = self._pending, b""
-        return self._inner.decompress(data, max_length)
+        policy = self.policy
+        try:
+            return read_body(response.raw, headers, cap=policy.max_bytes,
+                             time_left=lambda: deadline - self._clock(), total_timeout=policy.total_timeout)
+        except BodyFailure as failure:
+            raise FetchError(failure.reason, failure.detail, url) from failure
 
 
 def fetch_policy_from(news) -> FetchPolicy:
-    """The run's fetch policy from its options (``NewsOptions``)."""
+    """The run's policy for feeds, from its options (``NewsOptions``)."""
     return FetchPolicy(
         read_timeout=news.fetch_timeout,
         max_bytes=news.max_feed_bytes,
         allow_private_addresses=news.allow_private_addresses,
     )
+
+
+def page_fetch_policy_from(news) -> FetchPolicy:
+    """The policy for article pages, their redirects and robots.txt: the feeds' limits, with
+    private addresses allowed only by ``--allow_private_page_addresses``.
+
+    The feed list is the operator's choice; an article link is the feed's, so
+    trusting an intranet feed must not let its links reach internal pages.
+    """
+    return dataclasses.replace(fetch_policy_from(news), allow_private_addresses=news.allow_private_page_addresses)

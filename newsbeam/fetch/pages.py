@@ -14,8 +14,13 @@ Politeness, per host (``host[:port]``):
   are at least ``1 / rate_per_host`` seconds apart (robots.txt included). A
   redirect hop or a retry (the fetcher's backoff) happens inside the request's
   slot and is not spaced again;
-- the User-Agent names newsbeam; timeouts, size caps, retries and the private
-  address guard are the run's :class:`FetchPolicy`, as for feeds.
+- the User-Agent names newsbeam; timeouts, size caps and retries are the
+  run's, as for feeds. The address guard is the pages' own
+  (``page_fetch_policy_from``): ``--allow_private_addresses`` trusts the feeds
+  the operator lists, not the links inside them, so pages, their redirects
+  and their robots.txt stay on public addresses unless
+  ``--allow_private_page_addresses`` is given. A page whose host the guard
+  refuses is never requested (nor its robots.txt) and counts as failed.
 
 Where the limits hold: articles are keyed by host and batched
 (``GroupIntoBatches``); one worker fetches up to :data:`MAX_HOSTS_IN_FLIGHT`
@@ -45,7 +50,7 @@ from urllib.parse import urlsplit
 
 from newsbeam import __version__
 from newsbeam.fetch.http import DEFAULT_USER_AGENT, FetchError, FetchPolicy, FetchResult, HttpFetcher
-from newsbeam.fetch.robots import RobotsCache
+from newsbeam.fetch.robots import BLOCKED, RobotsCache
 from newsbeam.formats.html import PageContent, extract_page
 from newsbeam.language import UNDETERMINED, detect_language
 from newsbeam.records import Article
@@ -269,6 +274,11 @@ class PageFetcher:
         url = article.url
         if not url or host_of(url) is None:
             return PageOutcome(article, FAILED, fetched=False, reason="no http(s) URL")
+        rules = self.robots.rules_for(url)
+        if rules.outcome == BLOCKED:
+            # The guard refused the host when robots.txt was asked for; the page would be refused alike.
+            LOGGER.info("page not fetched, keeping the feed's text: %s", rules.reason)
+            return PageOutcome(article, FAILED, fetched=False, reason=rules.reason)
         refusal = self._robots_verdict(url)
         if refusal:
             LOGGER.info("not fetching page: %s", refusal)

@@ -11,10 +11,14 @@ and retries):
 - 4xx other than 429 (404, 410, also 401/403): no usable robots.txt, so
   everything is allowed (RFC 9309 section 2.3.1.3; the issue asked this for
   404).
-- 5xx, 429, an unreachable or blocked host, a timeout, an oversized file: the
-  site's wishes are unknown, so the whole origin is disallowed for the life of
-  the cache (one run, or ``max_age`` in a long streaming job). RFC 9309 allows
+- 5xx, 429, an unreachable host, a timeout, an oversized file: the site's
+  wishes are unknown, so the whole origin is disallowed for the life of the
+  cache (one run, or ``max_age`` in a long streaming job). RFC 9309 allows
   this "complete disallow"; it is the conservative reading.
+- ``blocked_address``: the fetch policy's address guard refused the origin
+  (or where its robots.txt redirects) before connecting. The whole origin is
+  disallowed too, but the outcome is ``BLOCKED``, so a page of it is counted
+  as refused by the guard, with the guard's reason, not as a robots.txt skip.
 
 Known limits of ``urllib.robotparser``: rules match by plain path prefix (the
 ``*`` and ``$`` wildcards that Google popularised are taken literally, so such
@@ -43,6 +47,7 @@ DEFAULT_MAX_AGE_S = 24 * 3600.0
 PARSED = "parsed"
 MISSING = "missing"  # 4xx: allow all
 UNREACHABLE = "unreachable"  # 5xx/429/network: disallow all
+BLOCKED = "blocked"  # the address guard refused the origin: disallow all
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class RobotsRules:
     """The rules that hold for one origin, and how they were obtained."""
 
     origin: str
-    outcome: str  # PARSED, MISSING or UNREACHABLE
+    outcome: str  # PARSED, MISSING, UNREACHABLE or BLOCKED
     parser: RobotFileParser
     loaded_at: float
     reason: str = ""
@@ -96,6 +101,9 @@ def rules_from_fetch(origin: str, fetch: Callable[[str], FetchResult], *,
             parser.allow_all = True
             return RobotsRules(origin, MISSING, parser, clock(), str(error))
         parser.disallow_all = True
+        if error.reason == "blocked_address":
+            LOGGER.info("not fetching from %s: %s", origin, error)
+            return RobotsRules(origin, BLOCKED, parser, clock(), str(error))
         LOGGER.warning("robots.txt of %s unavailable (%s): not fetching from it this run", origin, error)
         return RobotsRules(origin, UNREACHABLE, parser, clock(), str(error))
     text = result.body.decode("utf-8", errors="replace").lstrip("\ufeff")

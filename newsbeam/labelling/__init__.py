@@ -15,6 +15,9 @@ DEFAULT_MAX_BATCH_TOKENS = 2048
 # Tokens read per article: headline + lead. 128 labels as well as 256 at twice the speed.
 DEFAULT_MAX_TOKENS = 128
 
+# --quantize: full precision, or dynamic per-channel int8 weights (labelling/int8.py)
+QUANTIZE_CHOICES = ("none", "int8")
+
 # e5's input prefixes: articles are passages, label descriptions and searches are queries.
 PASSAGE_PREFIX = "passage: "
 QUERY_PREFIX = "query: "

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, EMBEDDED_MODEL_ID, PASSAGE_PREFIX
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, EMBEDDED_MODEL_ID, PASSAGE_PREFIX, QUANTIZE_CHOICES
 from newsbeam.labelling.bert import masked_mean
 from newsbeam.labelling.embedded import default_cache_root, ensure_embedded_model
 from newsbeam.labelling.memory import keep_freed_memory_mapped, page_in_weights
@@ -296,7 +296,6 @@ def _marked(encoder: "Encoder", quantize: Optional[str]) -> "Encoder":
     return encoder
 
 
-QUANTIZE_CHOICES = ("none", "int8")
 CALIBRATION_MAX_TOKENS = 128
 
 

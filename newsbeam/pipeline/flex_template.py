@@ -12,7 +12,8 @@ import sys
 from typing import Iterable, Iterator, Sequence
 
 # Template parameters always carry a value; these newsbeam flags take none.
-SWITCHES = ("streaming", "skip_labels", "full_refresh", "full_text", "allow_private_addresses")
+SWITCHES = ("streaming", "skip_labels", "full_refresh", "full_text", "allow_private_addresses",
+            "allow_private_page_addresses")
 TRUE_WORDS = ("", "true", "1", "yes")
 
 

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from newsbeam.fetch.pages import DEFAULT_CONCURRENCY_PER_HOST, DEFAULT_RATE_PER_HOST
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS, QUANTIZE_CHOICES
 from newsbeam.language import DEFAULT_MIN_CONFIDENCE
 from newsbeam.layout import DEFAULT_PARTITION_KEYS
 from newsbeam.transforms.sink import DEFAULT_MAX_ROWS_PER_FILE
@@ -58,7 +58,12 @@ class NewsOptions(PipelineOptions):
 
         fetch = parser.add_argument_group("newsbeam fetching")
         fetch.add_argument("--allow_private_addresses", action="store_true", default=False,
-                           help="Allow feed URLs on loopback/private/link-local addresses (tests, intranets).")
+                           help="Allow feed URLs on loopback/private addresses (tests, intranets). "
+                                "Not article pages (see below); link-local and cloud metadata never.")
+        fetch.add_argument("--allow_private_page_addresses", action="store_true", default=False,
+                           help="With --full_text: also allow article pages, their redirects and robots.txt "
+                                "on loopback/private addresses. Off by default: a feed, not you, chooses "
+                                "its links. Link-local and cloud metadata never.")
         fetch.add_argument("--fetch_timeout", type=float, default=DEFAULT_READ_TIMEOUT, help="Read timeout per request, seconds.")
         fetch.add_argument("--max_feed_bytes", type=int, default=DEFAULT_MAX_BYTES)
         fetch.add_argument("--full_text", action="store_true", default=False,
@@ -89,7 +94,7 @@ class NewsOptions(PipelineOptions):
         labels.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS,
                             help="Token budget per article: headline + lead (128 labels as well as 256 at twice the speed).")
         labels.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
-        labels.add_argument("--quantize", choices=["none", "int8"], default="none",
+        labels.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
                             help="int8: dynamic per-channel int8 weights (faster; see the benchmark for agreement).")
         labels.add_argument("--torch_threads", type=int, default=None, help="torch intra-op threads per process.")
         labels.add_argument("--model_cache", default=None, help="Where the embedded model is built (default ~/.cache/newsbeam).")
