@@ -26,6 +26,10 @@ setup(
         "requests>=2.31",
         "trafilatura>=1.12",
         "lxml>=5",
+        # trafilatura -> jusText -> lxml.html.clean, which since lxml 5.2 is this separate
+        # package. jusText asks for it only through lxml's "html_clean" extra, which an older
+        # pip skips; without it every page fails to extract (formats/html.py checks at start-up).
+        "lxml_html_clean>=0.1",
         "python-dateutil>=2.8",
         "py3langid>=0.3",
         "pyyaml>=6",

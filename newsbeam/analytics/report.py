@@ -40,7 +40,13 @@ TOPIC_COLOURS = tuple(
     if index % 2 == start and index not in (14, 15)
 )
 NO_LABEL_COLOUR = "#cccccc"
-CHART_STYLE = {"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False, "axes.spines.right": False}
+# text.parse_math off: chart text is feed text (source titles, topics), never markup. With
+# it on, matplotlib reads any text holding two "$" as mathtext ("Money $$ Talk" fails to
+# parse and the whole report with it). The rcParam is every Text's default, so it covers
+# tick labels, legend entries and bar labels created inside rc_context(CHART_STYLE),
+# which is where every chart is drawn and saved.
+CHART_STYLE = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 10,
+               "axes.spines.top": False, "axes.spines.right": False}
 MAX_LABEL_CHARS = 42
 MAX_DAY_TICKS = 14
 

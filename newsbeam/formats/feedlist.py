@@ -5,12 +5,19 @@ filesystems work as local paths do. The format comes from the extension,
 else from the content. Any problem raises ``ValueError`` naming the file and
 what is wrong with it, before the pipeline starts.
 
+An error never repeats the file's content, not even the offending line: a
+mistyped ``--feeds /etc/passwd`` (or a secrets file) must not print a line of
+it to a terminal or a CI log. It says where (line, column, feed #n, outline #n)
+and what was expected instead. The one thing shown is the ``--feeds`` value the
+user typed, with any credentials in it redacted.
+
 OPML is parsed with the standard library's ElementTree after refusing any
 document that declares entities: a feed list has no use for them, and
 refusing them rules out entity-expansion and external-entity tricks.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import tomllib
@@ -21,6 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
+from newsbeam.normalise import redact_url
 from newsbeam.records import FeedSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -36,6 +44,8 @@ FORMAT_BY_EXTENSION = {
 TOML_TABLE_OR_KEY = re.compile(r"^\s*(\[\[?\s*[\w.\"-]+\s*\]\]?|[\w\"-]+\s*=)", re.MULTILINE)
 YAML_MAPPING_OR_LIST = re.compile(r"^(feeds\s*:|-\s)", re.MULTILINE)
 INLINE_COMMENT = re.compile(r"\s+#.*$")
+# tomllib ends every message with where it stopped; the rest may quote the file (a key name).
+TOML_ERROR_PLACE = re.compile(r"\(at (line \d+, column \d+|end of document)\)$")
 
 
 def load_feed_list(path_or_url: str) -> list[FeedSpec]:
@@ -47,9 +57,14 @@ def load_feed_list(path_or_url: str) -> list[FeedSpec]:
     parse = PARSERS[feed_format]
     specs = _unique(parse(text, path_or_url))
     if not specs:
-        raise ValueError(f"feed list {path_or_url!r} ({feed_format}) lists no feeds")
-    LOGGER.info("read %d feeds from %s (%s)", len(specs), path_or_url, feed_format)
+        raise ValueError(f"feed list {_shown(path_or_url)!r} ({feed_format}) lists no feeds")
+    LOGGER.info("read %d feeds from %s (%s)", len(specs), _shown(path_or_url), feed_format)
     return specs
+
+
+def _shown(path: str) -> str:
+    """The --feeds value as errors show it: what the user typed, less any user:password@."""
+    return redact_url(path) or path
 
 
 def _is_feed_url(value: str) -> bool:
@@ -62,13 +77,16 @@ def _read_text(path: str) -> str:
         with FileSystems.open(path) as handle:
             data = handle.read()
     except (OSError, ValueError) as exc:  # BeamIOError is an OSError; unknown schemes a ValueError
-        raise ValueError(f"feed list {path!r} cannot be read: {exc}") from exc
+        # Beam's message quotes the path as given, credentials and all.
+        reason = str(exc).replace(path, _shown(path))
+        raise ValueError(f"feed list {_shown(path)!r} cannot be read: {reason}") from exc
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"feed list {path!r} is not UTF-8 text: {exc}") from exc
+    except UnicodeDecodeError as exc:  # its message quotes the bad bytes: say where they are instead
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"feed list {_shown(path)!r} is not UTF-8 text (first bad byte on line {line})") from exc
 
 
 def _detect_format(path: str, text: str) -> str:
@@ -90,12 +108,17 @@ def _detect_format(path: str, text: str) -> str:
     return "text"
 
 
-def _check_url(url: Any, path: str, where: str) -> str:
+def _problem(path: str, message: str) -> ValueError:
+    return ValueError(f"feed list {_shown(path)!r}: {message}")
+
+
+def _check_url(url: Any, path: str, where: str, field: str = "url") -> str:
+    """``url`` stripped, else an error saying where the bad URL is, never what it is (file content)."""
     if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"feed list {path!r}: {where} has no url (got {url!r})")
+        raise _problem(path, f"{where} has no {field}")
     url = url.strip()
     if not _is_feed_url(url):
-        raise ValueError(f"feed list {path!r}: {where}: {url!r} is not an http(s) URL")
+        raise _problem(path, f"{where}: its {field} is not an http(s) URL")
     return url
 
 
@@ -103,8 +126,19 @@ def _optional_text(value: Any, key: str, path: str, where: str) -> Optional[str]
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"feed list {path!r}: {where}: {key} must be text, got {value!r}")
+        raise _problem(path, f"{where}: {key} must be text, got {type(value).__name__}")
     return value.strip() or None
+
+
+def _check_keys(keys: Iterable[Any], expected: tuple[str, ...], path: str, where: str) -> None:
+    """An error when a key is not ``expected``. A key is file content, so the message names
+    only expected keys: all of them, and the one closest to a typo."""
+    unknown = [str(key) for key in keys if key not in expected]
+    if not unknown:
+        return
+    close = [match for key in unknown for match in difflib.get_close_matches(key, expected, n=1)]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise _problem(path, f"{where} unknown key(s); expected only {', '.join(expected)}{hint}")
 
 
 def _spec_from_item(item: Any, path: str, where: str) -> FeedSpec:
@@ -112,11 +146,9 @@ def _spec_from_item(item: Any, path: str, where: str) -> FeedSpec:
     if isinstance(item, str):
         return FeedSpec(url=_check_url(item, path, where))
     if not isinstance(item, dict):
-        raise ValueError(f"feed list {path!r}: {where} must be a URL or a mapping, got {item!r}")
-    unknown = sorted(set(item) - set(SPEC_KEYS))
-    if unknown:
-        raise ValueError(f"feed list {path!r}: {where} has unknown key(s) {unknown}; "
-                         f"expected {list(SPEC_KEYS)}")
+        raise _problem(path, f"{where} must be a URL or a mapping with {', '.join(SPEC_KEYS)}; "
+                             f"got {type(item).__name__}")
+    _check_keys(item, SPEC_KEYS, path, f"{where} has")
     return FeedSpec(
         url=_check_url(item.get("url"), path, where),
         name=_optional_text(item.get("name"), "name", path, where),
@@ -127,16 +159,16 @@ def _spec_from_item(item: Any, path: str, where: str) -> FeedSpec:
 def _specs_from_document(document: Any, path: str) -> list[FeedSpec]:
     """``{feeds: [...]}`` or a bare list, shared by YAML and TOML."""
     if isinstance(document, dict):
-        unknown = sorted(set(document) - {"feeds"})
-        if unknown:
-            raise ValueError(f"feed list {path!r}: unknown top-level key(s) {unknown}; expected 'feeds'")
+        _check_keys(document, ("feeds",), path, "top level has")
         items = document.get("feeds")
-    else:
+    elif isinstance(document, (list, type(None))):
         items = document
+    else:  # a lone scalar, such as one line of prose in a .yaml file
+        raise _problem(path, f"expected a list of feeds or a 'feeds' key, got {type(document).__name__}")
     if items is None:
         return []
     if not isinstance(items, list):
-        raise ValueError(f"feed list {path!r}: 'feeds' must be a list, got {type(items).__name__}")
+        raise _problem(path, f"'feeds' must be a list, got {type(items).__name__}")
     return [_spec_from_item(item, path, f"feed #{number}") for number, item in enumerate(items, 1)]
 
 
@@ -147,7 +179,9 @@ def parse_text_list(text: str, path: str) -> list[FeedSpec]:
         line = INLINE_COMMENT.sub("", line).strip()
         if not line or line.startswith("#"):
             continue
-        specs.append(FeedSpec(url=_check_url(line, path, f"line {number}")))
+        if not _is_feed_url(line):
+            raise _problem(path, f"line {number} is not an http(s) URL (expected one feed URL a line, or a # comment)")
+        specs.append(FeedSpec(url=line))
     return specs
 
 
@@ -155,7 +189,10 @@ def parse_yaml_list(text: str, path: str) -> list[FeedSpec]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"feed list {path!r} is not valid YAML: {exc}") from exc
+        # PyYAML's message quotes the offending line; keep only its position (0-based there).
+        mark = getattr(exc, "problem_mark", None)
+        place = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"feed list {_shown(path)!r} is not valid YAML{place}") from exc
     return _specs_from_document(document, path)
 
 
@@ -163,20 +200,24 @@ def parse_toml_list(text: str, path: str) -> list[FeedSpec]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"feed list {path!r} is not valid TOML: {exc}") from exc
+        place = TOML_ERROR_PLACE.search(str(exc))
+        where = f" ({place.group(1)})" if place else ""
+        raise ValueError(f"feed list {_shown(path)!r} is not valid TOML{where}") from exc
     return _specs_from_document(document, path)
 
 
 def parse_opml_list(text: str, path: str) -> list[FeedSpec]:
     """Every ``<outline xmlUrl=...>`` at any depth; ``title`` (else ``text``) names it."""
     if "<!ENTITY" in text:
-        raise ValueError(f"feed list {path!r}: OPML declares XML entities, which are not allowed")
+        raise _problem(path, "OPML declares XML entities, which are not allowed")
     try:
         root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise ValueError(f"feed list {path!r} is not well-formed OPML: {exc}") from exc
+    except ElementTree.ParseError as exc:  # its message can quote an entity name: keep the position
+        line, column = exc.position
+        place = f"line {line}, column {column + 1}"
+        raise ValueError(f"feed list {_shown(path)!r} is not well-formed OPML ({place})") from exc
     if _local_name(root.tag) != "opml":
-        raise ValueError(f"feed list {path!r}: root element is <{root.tag}>, expected <opml>")
+        raise _problem(path, "root element is not <opml> (expected an OPML document)")
     specs = []
     for outline in root.iter():
         if _local_name(outline.tag) != "outline":
@@ -186,9 +227,8 @@ def parse_opml_list(text: str, path: str) -> list[FeedSpec]:
         if url is None:
             continue  # a folder, or a plain link without a feed
         label = attributes.get("title") or attributes.get("text")
-        where = f"outline {label!r}" if label else "an outline"
         specs.append(FeedSpec(
-            url=_check_url(url, path, where),
+            url=_check_url(url, path, f"outline #{len(specs) + 1}", "xmlUrl"),
             name=(label or "").strip() or None,
             language=(attributes.get("language") or "").strip() or None,
         ))

@@ -3,6 +3,7 @@
 the same page reads the same from both."""
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -11,6 +12,13 @@ from newsbeam.normalise import clean_text, parse_timestamp
 from newsbeam.records import RawEntry
 
 EXTENSIONS = (".html", ".htm")
+# trafilatura imports jusText, and jusText does `from lxml.html.clean import Cleaner`. Since
+# lxml 5.2 that module is a shim that re-exports the separate lxml_html_clean package and
+# raises ImportError without it; jusText asks for it only through lxml's "html_clean" extra,
+# which not every installer honours (an older pip skips it). Checking the module jusText imports (not just the package) also
+# accepts an older lxml that still has the cleaner built in.
+CLEANER_MODULE = "lxml.html.clean"
+CLEANER_PACKAGE = "lxml_html_clean"
 
 
 # trafilatura's options for news pages. favor_precision drops borderline
@@ -26,6 +34,31 @@ EXTRACTION_OPTIONS = dict(
     date_extraction_params={"extensive_search": True, "original_date": True,
                             "outputformat": "%Y-%m-%dT%H:%M:%S%z"},
 )
+
+
+def is_html_path(path: str) -> bool:
+    return path.lower().endswith(EXTENSIONS)
+
+
+def check_extraction_dependencies() -> None:
+    """Raise ValueError, in one line that says what to install, when trafilatura cannot
+    extract pages here. Without this check every page of a run would fail with the same
+    ImportError and the run would commit without a single page's text."""
+    try:
+        importlib.import_module(CLEANER_MODULE)
+    except ImportError as error:
+        raise ValueError(
+            f"reading HTML (--full_text, .html inputs) needs the {CLEANER_PACKAGE} package, which "
+            f"trafilatura imports as {CLEANER_MODULE}, and it cannot be imported: pip install {CLEANER_PACKAGE}"
+        ) from error
+    try:
+        importlib.import_module("trafilatura")
+    except ImportError as error:
+        missing = error.name or str(error).splitlines()[0]
+        raise ValueError(
+            f"reading HTML (--full_text, .html inputs) needs trafilatura, which cannot be imported "
+            f"({missing} is missing): pip install --upgrade trafilatura"
+        ) from error
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from newsbeam.formats import SUPPORTED_EXTENSIONS, expand_inputs
+from newsbeam.formats.html import check_extraction_dependencies, is_html_path
 from newsbeam.layout import check_run_id, new_run_id
 from newsbeam.pipeline.options import NewsOptions
 from newsbeam.transforms.dedup import DeduplicateArticles
@@ -56,6 +58,8 @@ def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, stream
         if streaming:
             raise ValueError("--streaming needs --feeds or --inputs (a folder to watch)")
         inputs = default_inputs()
+    if news.full_text or (inputs and _reads_html(inputs, streaming)):
+        check_extraction_dependencies()  # else every page fails alike and the run still commits
     if news.feeds:
         from newsbeam.fetch.http import fetch_policy_from
         from newsbeam.transforms.feed_source import ReadFeeds
@@ -71,6 +75,17 @@ def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, stream
         entries.append(files["entries"])
         dead.append(files[DEAD_LETTER])
     return entries, dead
+
+
+def _reads_html(inputs: list[str], streaming: bool) -> bool:
+    """Whether --inputs hands trafilatura any page. A batch run lists its files again here
+    (ReadFiles lists them once more when the graph expands); a watched folder or glob may
+    receive a page later, unless its pattern names another format."""
+    if any(is_html_path(pattern) for pattern in inputs):
+        return True
+    if streaming:
+        return any(not pattern.lower().endswith(SUPPORTED_EXTENSIONS) for pattern in inputs)
+    return any(is_html_path(path) for path in expand_inputs(inputs))
 
 
 def _poll_settings(news: NewsOptions) -> tuple[float, Optional[float]]:
@@ -119,12 +134,13 @@ def assemble(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming:
     else:
         articles = articles | "Deduplicate" >> DeduplicateArticles()
     if news.full_text:
-        from newsbeam.fetch.http import fetch_policy_from
+        from newsbeam.fetch.http import page_fetch_policy_from
         from newsbeam.transforms.full_text import FetchFullText
 
         # After dedup and the state filter: a page is fetched once, for new articles only.
+        # Pages get their own address policy: --allow_private_addresses trusts the feeds, not their links.
         articles = articles | "FetchFullText" >> FetchFullText(
-            fetch_policy_from(news), news.page_concurrency_per_host, news.page_rate_per_host,
+            page_fetch_policy_from(news), news.page_concurrency_per_host, news.page_rate_per_host,
             news.page_user_agent, max_buffering_secs=5.0 if streaming else None)
     articles = articles | "DetectLanguage" >> DetectLanguage(news.min_language_confidence)
     if not news.skip_labels:

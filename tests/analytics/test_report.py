@@ -15,6 +15,7 @@ from PIL import Image
 
 from newsbeam.analytics import report
 from newsbeam.analytics.dataset import connect, read_run_manifests
+from newsbeam.pipeline.cli import main
 from tests.support.datasets import (
     FAILED_RUN_ID,
     SOURCES,
@@ -109,6 +110,31 @@ def test_report_links_only_web_urls(tmp_path):
 
     assert [a.get("href") for a in page.iter("a")] == [safe.url]
     assert unsafe.title in page.text_content()
+
+
+# Feed text that looks like markup: matplotlib's mathtext, LaTeX, HTML.
+MARKUP_LOOKALIKES = ("Money $$ Talk", "$_$", "a \\frac{1}{2} b", "<script>alert(1)</script>")
+
+
+def test_report_shows_feed_text_that_looks_like_maths_or_html_literally(tmp_path, capsys):
+    articles = [
+        sample_article(number, day=dt.date(2024, 5, 1 + number % 2), source_index=0).replace(
+            source_title=text, title=text, topic=text)
+        for number, text in enumerate(MARKUP_LOOKALIKES * 2)
+    ]
+    write_dataset(tmp_path / "data", articles)
+    out = tmp_path / "report.html"
+
+    assert main(["report", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0, capsys.readouterr().err
+    page = lxml.html.fromstring(out.read_text(encoding="utf-8"))
+    assert not page.xpath("//script")
+    svgs = {svg.get("aria-label"): svg.text_content() for svg in page.iter("svg")}
+    headlines = page.xpath("//h2[text()='Latest headlines']/following-sibling::table")[0].text_content()
+    for text in MARKUP_LOOKALIKES:
+        assert text in svgs["Top sources"]  # a tick label
+        assert text in svgs["Articles per day by topic"]  # a legend entry
+        assert f"{text} (2)" in svgs["Sentiment share by topic"]  # a tick label with its count
+        assert headlines.count(text) == 6  # two rows: the source, title and topic cells
 
 
 def test_report_on_an_empty_dataset_explains_instead_of_failing(tmp_path):

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from newsbeam.exit_codes import EXIT_CONFIG
 from newsbeam.formats.feedlist import load_feed_list
+from newsbeam.pipeline.cli import main
 from newsbeam.records import FeedSpec
 
 
@@ -132,30 +134,65 @@ def test_gzipped_list_is_read_through_beam_filesystems(tmp_path):
     assert load_feed_list(str(path)) == [FeedSpec("https://example.com/a.xml")]
 
 
+# Each bad list hides "SECRET" in the part the error is about: the message names the file,
+# the place and what was expected, and never repeats the file's content.
 @pytest.mark.parametrize("name, text, problem", [
-    ("feeds.yaml", "feeds:\n  - name: No URL here\n", r"feed #1 has no url"),
-    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    nmae: typo\n", r"unknown key\(s\) \['nmae'\]"),
-    ("feeds.yaml", "feeds: https://a.example/\n", r"'feeds' must be a list"),
-    ("feeds.yaml", "sources:\n  - https://a.example/\n", r"unknown top-level key\(s\) \['sources'\]"),
-    ("feeds.yaml", "feeds: [unclosed\n", r"not valid YAML"),
-    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    language: 7\n", r"language must be text"),
-    ("feeds.toml", "[[feeds]]\nname = 'x'\n", r"feed #1 has no url"),
-    ("feeds.toml", "[[feeds]\nurl = \n", r"not valid TOML"),
-    ("feeds.txt", "https://ok.example/\nftp://example.com/feed.xml\n", r"line 2: 'ftp://example.com/feed.xml' is not an http\(s\) URL"),
-    ("feeds.txt", "example.com/rss\n", r"line 1: 'example.com/rss' is not an http\(s\) URL"),
+    ("feeds.yaml", "feeds:\n  - name: SECRET\n", r"feed #1 has no url"),
+    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    SECRET: typo\n",
+     r"feed #1 has unknown key\(s\); expected only url, name, language$"),
+    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    nmae: SECRET\n",
+     r"feed #1 has unknown key\(s\); expected only url, name, language \(did you mean 'name'\?\)"),
+    ("feeds.yaml", "feeds: https://SECRET.example/\n", r"'feeds' must be a list, got str"),
+    ("feeds.yaml", "SECRET\n", r"expected a list of feeds or a 'feeds' key, got str"),
+    ("feeds.yaml", "SECRET:\n  - https://a.example/\n", r"top level has unknown key\(s\); expected only feeds$"),
+    ("feeds.yaml", "feeds: [SECRET\n", r"not valid YAML \(line 2, column 1\)"),
+    ("feeds.yaml", "feeds:\n  - 7\n", r"feed #1 must be a URL or a mapping with url, name, language; got int"),
+    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n    language: 7\n", r"feed #1: language must be text, got int"),
+    ("feeds.yaml", "feeds:\n  - url: ftp://SECRET.example/\n", r"feed #1: its url is not an http\(s\) URL"),
+    ("feeds.toml", "[[feeds]]\nname = 'SECRET'\n", r"feed #1 has no url"),
+    ("feeds.toml", "[[feeds]\nurl = 'SECRET'\n", r"not valid TOML \(line 1, column 8\)"),
+    ("feeds.toml", "SECRET = 1\nSECRET = 2\n", r"not valid TOML \(line 2, column 11\)"),
+    ("feeds.txt", "https://ok.example/\nftp://SECRET.example/feed.xml\n",
+     r"line 2 is not an http\(s\) URL \(expected one feed URL a line, or a # comment\)"),
+    ("feeds.txt", "SECRET.example/rss\n", r"line 1 is not an http\(s\) URL"),
     ("feeds.txt", "# only comments\n\n", r"lists no feeds"),
-    ("feeds.opml", "<opml><body><outline text='x'", r"not well-formed OPML"),
-    ("feeds.opml", "<rss version='2.0'/>", r"root element is <rss>, expected <opml>"),
-    ("feeds.opml", "<opml><body><outline text='Bad' xmlUrl='file:///etc/passwd'/></body></opml>",
-     r"outline 'Bad': 'file:///etc/passwd' is not an http\(s\) URL"),
+    ("feeds.opml", "<opml><body><outline text='SECRET'", r"not well-formed OPML \(line 1, column 13\)"),
+    ("feeds.opml", "<opml>&SECRET;</opml>", r"not well-formed OPML \(line 1, column 7\)"),
+    ("feeds.opml", "<SECRET version='2.0'/>", r"root element is not <opml>"),
+    ("feeds.opml", "<opml><body><outline xmlUrl='https://a.example/'/>"
+     "<outline text='SECRET' xmlUrl='file:///etc/SECRET'/></body></opml>",
+     r"outline #2: its xmlUrl is not an http\(s\) URL"),
 ])
-def test_bad_feed_list_fails_naming_file_and_problem(tmp_path, name, text, problem):
+def test_bad_feed_list_fails_naming_file_and_problem_but_not_content(tmp_path, name, text, problem):
     path = write(tmp_path, name, text)
 
     with pytest.raises(ValueError, match=problem) as caught:
         load_feed_list(path)
 
     assert name in str(caught.value)
+    assert "SECRET" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_system_file_given_as_feed_list_is_refused_without_echoing_it(tmp_path, capsys):
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    output = tmp_path / "out"
+
+    code = main(["run", "--feeds", str(passwd), "--output", str(output), "--skip_labels"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG
+    assert "root:x" not in err and "/bin/bash" not in err and "daemon" not in err
+    assert f"feed list {str(passwd)!r}: line 1 is not an http(s) URL" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()
+
+
+def test_credentials_in_a_typed_feed_list_url_are_redacted(tmp_path):
+    with pytest.raises(ValueError, match=r"feed list 'ftp://host.example/feeds.txt' cannot be read") as caught:
+        load_feed_list("ftp://user:SECRET@host.example/feeds.txt")
+
+    assert "SECRET" not in str(caught.value)
 
 
 def test_missing_file_fails_naming_it(tmp_path):
@@ -165,9 +202,9 @@ def test_missing_file_fails_naming_it(tmp_path):
         load_feed_list(missing)
 
 
-def test_non_utf8_file_fails_naming_it(tmp_path):
+def test_non_utf8_file_fails_naming_it_and_the_line(tmp_path):
     path = tmp_path / "latin.txt"
-    path.write_bytes("https://example.com/caf\xe9\n".encode("latin-1"))
+    path.write_bytes("https://example.com/a\nhttps://example.com/caf\xe9\n".encode("latin-1"))
 
-    with pytest.raises(ValueError, match=r"latin\.txt.*not UTF-8"):
+    with pytest.raises(ValueError, match=r"latin\.txt' is not UTF-8 text \(first bad byte on line 2\)$"):
         load_feed_list(str(path))
