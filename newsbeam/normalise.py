@@ -162,6 +162,8 @@ def is_tracking_param(name: str) -> bool:
 def canonical_url(url: Optional[str]) -> Optional[str]:
     """Lower-case scheme and host, no default port, fragment or tracking params.
 
+    IPv6 hosts keep their brackets (``http://[::1]:8080/a``).
+
     Remaining query parameters are sorted so that the same article reached
     with parameters in another order gets the same id. Path case is kept.
     """
@@ -178,6 +180,8 @@ def canonical_url(url: Optional[str]) -> Optional[str]:
     scheme = parts.scheme.lower()
     # hostname drops any user:password@ part: credentials never identify an article.
     host = (parts.hostname or "").lower().rstrip(".")
+    if ":" in host:  # an IPv6 literal: hostname strips the brackets the URL needs
+        host = f"[{host}]"
     if port is not None and str(port) != DEFAULT_PORTS.get(scheme):
         host = f"{host}:{port}"
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_tracking_param(k)]
@@ -211,6 +215,20 @@ def redact_url(url: Optional[str]) -> Optional[str]:
         return url
     cleaned = [(k, "REDACTED" if is_secret_name(k) else v) for k, v in query]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(cleaned), parts.fragment))
+
+
+# A URL inside free text ends at white space, brackets or quotes: "(http://h/x?a=1)".
+URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s()<>\"']+")
+# "token=abc" anywhere, e.g. the path and query an HTTP library quotes in its error.
+SECRET_VALUE_IN_TEXT_RE = re.compile(r"((?:[\w-]*(?:" + "|".join(SECRET_WORDS) + r")[\w-]*)=)[^&\s\"')]+", re.IGNORECASE)
+
+
+def redact_text(text: Optional[str]) -> Optional[str]:
+    """Free text (an error message) with every URL in it redacted and secret ``name=value`` masked."""
+    if not text:
+        return text
+    text = URL_IN_TEXT_RE.sub(lambda match: redact_url(match.group(0)) or "", text)
+    return SECRET_VALUE_IN_TEXT_RE.sub(r"\1REDACTED", text)
 
 
 def stable_hash(*parts: str) -> str:

@@ -157,3 +157,60 @@ def test_parse_timestamp_is_utc_and_rejects_only_absurd_dates(moment):
     else:
         assert parsed is not None and parsed.endswith("+00:00")
         assert dt.datetime.fromisoformat(parsed) == utc.replace(microsecond=utc.microsecond)
+
+
+# ---- IPv6 hosts keep their brackets ------------------------------------------
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("http://[::1]/a", "http://[::1]/a"),
+        ("http://[::1]:8080/a?utm_source=x", "http://[::1]:8080/a"),
+        ("https://[2001:DB8::1]:443/x", "https://[2001:db8::1]/x"),
+        ("HTTP://user:pw@[FE80::A]:80/p?b=2&a=1#top", "http://[fe80::a]/p?a=1&b=2"),
+    ],
+)
+def test_canonical_url_keeps_ipv6_brackets(url, expected):
+    assert canonical_url(url) == expected
+
+
+HOSTS = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9-]{0,20}\.(com|org|net)", fullmatch=True),
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda address: f"[{address}]"),
+    st.ip_addresses(v=6).map(lambda address: f"[{address.exploded}]"),  # 0000:...: spelled out
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP", "Https"]),
+    host=HOSTS,
+    port=st.one_of(st.none(), st.integers(min_value=1, max_value=65535)),
+    path=st.from_regex(r"(/[A-Za-z0-9_.-]{1,10}){0,3}", fullmatch=True),
+    params=st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), st.from_regex(r"[a-z0-9]{0,6}", fullmatch=True), max_size=3),
+)
+def test_canonical_url_is_a_fixed_point_and_keeps_its_host(scheme, host, port, path, params):
+    from urllib.parse import urlsplit
+
+    netloc = f"{host.upper()}:{port}" if port is not None else host.upper()
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    canon = canonical_url(f"{scheme}://{netloc}{path}?{query}&utm_medium=x#frag")
+    assert canon is not None and canonical_url(canon) == canon
+    parsed = urlsplit(canon)
+    assert parsed.hostname == host.strip("[]").lower()
+    assert parsed.port == (None if port == {"http": 80, "https": 443}[scheme.lower()] else port)
+    assert "utm_" not in canon and "#" not in canon
+
+
+def test_redact_text_masks_credentials_in_urls_and_secret_values_in_error_text():
+    from newsbeam.normalise import redact_text
+
+    text = ("redirect from http://user:secret@127.0.0.1:8080/loop.xml?token=abc123 back to "
+            "https://h.example/x?api_key=abc123&lang=en (Max retries exceeded with url: /feed.xml?sig=abc123&x=1)")
+    redacted = redact_text(text)
+    assert "secret" not in redacted and "abc123" not in redacted
+    assert redacted == ("redirect from http://127.0.0.1:8080/loop.xml?token=REDACTED back to "
+                        "https://h.example/x?api_key=REDACTED&lang=en (Max retries exceeded with url: "
+                        "/feed.xml?sig=REDACTED&x=1)")
+    assert redact_text("server answered 404") == "server answered 404"

@@ -6,8 +6,9 @@ local disk and ``gs://``.
 """
 from __future__ import annotations
 
+import os
 import posixpath
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from newsbeam.formats import html, jsonl, text
 from newsbeam.formats.feeds import FEED_EXTENSIONS
@@ -20,31 +21,43 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
     """Files behind paths, directories and globs, sorted, supported types only.
 
+    A local path that exists is taken literally, so a file named ``a[1].jsonl``
+    or ``q?mark.jsonl`` is read as itself; only a pattern that names no
+    existing path is a glob. ``gs://`` patterns are always globs (``*``, ``?``
+    and ``[...]`` are never literal there, as in Beam's FileSystems), and a
+    ``gs://`` pattern ending in ``/`` is read as a folder.
+
     A pattern that matches nothing is an error: a typo in a scheduled job
     should fail loudly, not ingest nothing forever.
     """
     found: set[str] = set()
     for pattern in patterns:
-        candidates = [pattern]
-        if not any(ch in pattern for ch in "*?[") and _is_directory(pattern):
-            candidates = [posixpath.join(pattern.rstrip("/"), "**")]
-        matched = False
-        for candidate in candidates:
-            for result in _filesystems().match([candidate])[0].metadata_list:
-                matched = True
-                if result.path.lower().endswith(SUPPORTED_EXTENSIONS) and not _is_hidden(result.path):
-                    found.add(result.path)
-        if not matched:
+        paths = _existing_local_files(pattern)
+        if paths is None:
+            paths = _matched_files(pattern)
+        if not paths:
             raise ValueError(f"--inputs {pattern!r} matches no file")
+        found.update(p for p in paths if p.lower().endswith(SUPPORTED_EXTENSIONS) and not _is_hidden(p))
     return sorted(found)
 
 
-def _is_directory(path: str) -> bool:
+def _existing_local_files(path: str) -> Optional[list[str]]:
+    """Files of a local file or folder that exists; None when it doesn't (then it is a glob)."""
     if "://" in path:
-        return path.endswith("/")
-    import os
+        return None
+    if os.path.isfile(path):
+        return [path]
+    if os.path.isdir(path):
+        # Walked here, not matched with "<dir>/**": Beam cannot quote glob characters in the folder's name.
+        return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
+    return None
 
-    return os.path.isdir(path)
+
+def _matched_files(pattern: str) -> list[str]:
+    # Object stores have no folders to ask about: a trailing "/" says "everything below".
+    if "://" in pattern and pattern.endswith("/") and not any(ch in pattern for ch in "*?["):
+        pattern = posixpath.join(pattern.rstrip("/"), "**")
+    return [result.path for result in _filesystems().match([pattern])[0].metadata_list]
 
 
 def _is_hidden(path: str) -> bool:

@@ -3,7 +3,7 @@
 Layout of ``--state DIR`` (local or gs://)::
 
     LOCK                      held by the running job; a second run refuses
-    feeds.json                per feed URL: etag, last_modified, last_success
+    feeds.json                per feed (keyed by sha256 of its URL): redacted url, etag, last_modified, last_success
     written/<run>.ids         "article_id content_hash" of each row a committed run wrote
     pending/<run_id>/*.json   feed statuses of a run, merged on commit
 
@@ -12,9 +12,14 @@ comes from the dataset itself: at start, any committed Parquet file whose run
 has no ``written/<run>.ids`` (a run killed after its data landed, before its
 state did) is read back and its ids recorded. So a rerun after a kill at any
 point writes each article exactly once.
+
+No file here holds a feed's credentials: feeds are keyed by a hash of their
+exact URL (``feed_state_key``), and the URL kept beside it for humans, like
+any error text, has ``user:password@`` and secret query values redacted.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -33,6 +38,7 @@ from newsbeam.layout import (
     run_key_of,
     write_text_atomically,
 )
+from newsbeam.normalise import redact_text, redact_url
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,29 +95,67 @@ def load_written_ids(state: str) -> tuple[set[str], set[str]]:
 
 # ---- feeds' HTTP state ------------------------------------------------------------
 
+FEED_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def feed_state_key(url: str) -> str:
+    """What a feed's HTTP caches are stored under: the exact URL, hashed, so its secrets stay out."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
 def load_feed_state(state: Optional[str]) -> dict[str, dict]:
-    if not state:
-        return {}
+    """Each feed's entry by ``feed_state_key``: url (redacted), etag, last_modified, outcome."""
+    return _read_feed_state(state)[0] if state else {}
+
+
+def _read_feed_state(state: str) -> tuple[dict[str, dict], bool]:
+    """The entries, and whether the file still uses clear URLs as keys (as before hashed keys).
+
+    Such a file is converted here, on every read, and rewritten without the
+    clear URLs by the next committed run (``commit_state``).
+    """
     text = read_text(join_path(state, FEEDS_FILE))
-    return json.loads(text) if text else {}
+    stored: dict[str, dict] = json.loads(text) if text else {}
+    entries: dict[str, dict] = {}
+    for key, entry in stored.items():
+        if FEED_KEY_RE.fullmatch(key):
+            entries[key] = entry
+        else:
+            entries[feed_state_key(key)] = _redacted_text({"url": redact_url(key), **entry}, "last_reason")
+    return entries, any(not FEED_KEY_RE.fullmatch(key) for key in stored)
+
+
+def _redacted_text(record: dict, field: str) -> dict:
+    # Error texts may quote the URL (a redirect loop names both ends), credentials included.
+    return {**record, field: redact_text(record[field])} if record.get(field) else record
+
+
+def _stored_status(status: dict) -> dict:
+    """A feed status as written to disk: hashed key, redacted URL and error text."""
+    stored = {**status, "key": feed_state_key(status["url"]), "url": redact_url(status["url"])}
+    return _redacted_text(stored, "reason")
 
 
 def write_pending_feed_statuses(state: str, run_id: str, statuses: list[dict]) -> None:
+    """Statuses carry the feed's real URL; what lands on disk carries only its key and redacted form."""
     path = join_path(state, PENDING_DIR, run_id, "feeds.json")
-    write_text_atomically(path, json.dumps(statuses, ensure_ascii=False))
+    stored = [_stored_status(status) for status in statuses]
+    write_text_atomically(path, json.dumps(stored, ensure_ascii=False))
 
 
 def merge_feed_statuses(previous: dict[str, dict], statuses: Iterable[dict]) -> dict[str, dict]:
-    merged = {url: dict(entry) for url, entry in previous.items()}
+    """Stored statuses (see ``_stored_status``) folded into the entries, sorted by URL for humans."""
+    merged = {key: dict(entry) for key, entry in previous.items()}
     for status in statuses:
-        entry = merged.setdefault(status["url"], {})
+        entry = merged.setdefault(status["key"], {})
+        entry["url"] = status["url"]
         if status.get("ok"):
             entry.update(last_success=status["at"], last_status=status.get("status"))
             if not status.get("not_modified"):
                 entry.update(etag=status.get("etag"), last_modified=status.get("last_modified"))
         else:
             entry.update(last_failure=status["at"], last_reason=status.get("reason"))
-    return dict(sorted(merged.items()))
+    return dict(sorted(merged.items(), key=lambda item: (item[1].get("url") or "", item[0])))
 
 
 def commit_state(state: str, output: str, run_id: str) -> None:
@@ -121,8 +165,9 @@ def commit_state(state: str, output: str, run_id: str) -> None:
     crash_point("mid_state")
     pending = list_paths(join_path(state, PENDING_DIR, run_id, "*.json"))
     statuses = [status for path in pending for status in json.loads(read_text(path) or "[]")]
-    if statuses:
-        merged = merge_feed_statuses(load_feed_state(state), statuses)
+    previous, has_clear_urls = _read_feed_state(state)
+    if statuses or has_clear_urls:
+        merged = merge_feed_statuses(previous, statuses)
         write_text_atomically(join_path(state, FEEDS_FILE), json.dumps(merged, indent=1, ensure_ascii=False))
     if pending:
         FileSystems.delete(pending)

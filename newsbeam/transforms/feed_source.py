@@ -16,7 +16,7 @@ import apache_beam as beam
 from newsbeam.fetch.http import FetchError, FetchPolicy, HttpFetcher
 from newsbeam.formats.feedlist import resolve_feed_specs
 from newsbeam.metrics import counter
-from newsbeam.normalise import redact_url, utc_now_iso
+from newsbeam.normalise import redact_text, redact_url, utc_now_iso
 from newsbeam.records import DeadLetter, FeedSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -37,12 +37,14 @@ class FetchFeedFn(beam.DoFn):
         self.entries_read = counter("entries_read")
 
     def setup(self):
-        from newsbeam.state.store import load_feed_state
+        from newsbeam.state.store import feed_state_key, load_feed_state
 
         self.fetcher = HttpFetcher(self.policy)
         # Read on the worker, not when the graph is built; in streaming,
-        # later polls reuse what earlier polls learnt.
-        self.validators = {url: dict(entry) for url, entry in load_feed_state(self.state).items()}
+        # later polls reuse what earlier polls learnt. Keyed like feeds.json:
+        # by a hash of the URL, which never stores the URL's credentials.
+        self.state_key = feed_state_key
+        self.validators = {key: dict(entry) for key, entry in load_feed_state(self.state).items()}
 
     def teardown(self):
         fetcher = getattr(self, "fetcher", None)
@@ -51,6 +53,7 @@ class FetchFeedFn(beam.DoFn):
 
     def _failed(self, spec: FeedSpec, stage: str, reason: str, at: str):
         self.feeds_failed.inc()
+        reason = redact_text(reason)  # a redirect loop's message quotes URLs, credentials included
         LOGGER.warning("feed %s failed at %s: %s", redact_url(spec.url), stage, reason)
         yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(source=redact_url(spec.url), stage=stage, reason=reason))
         yield beam.pvalue.TaggedOutput(FEED_STATUS, {"url": spec.url, "ok": False, "reason": reason, "at": at})
@@ -59,7 +62,7 @@ class FetchFeedFn(beam.DoFn):
         from newsbeam.formats.feeds import FeedParseError, parse_feed
 
         at = utc_now_iso()
-        known = self.validators.get(spec.url, {})
+        known = self.validators.get(self.state_key(spec.url), {})
         try:
             result = self.fetcher.fetch(spec.url, etag=known.get("etag"), last_modified=known.get("last_modified"))
         except FetchError as error:
@@ -79,7 +82,7 @@ class FetchFeedFn(beam.DoFn):
             return
         self.feeds_ok.inc()
         self.entries_read.inc(len(parsed.entries))
-        self.validators[spec.url] = {"etag": result.etag, "last_modified": result.last_modified}
+        self.validators[self.state_key(spec.url)] = {"etag": result.etag, "last_modified": result.last_modified}
         yield beam.pvalue.TaggedOutput(FEED_STATUS, {**status, "entries": len(parsed.entries)})
         for entry in parsed.entries:
             yield entry if not spec.name else _with_source_title(entry, spec.name)

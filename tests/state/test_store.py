@@ -45,7 +45,8 @@ def test_second_run_writes_nothing_and_sends_a_conditional_get(tmp_path, http_se
     assert_accounting(second)
     conditional = http_server.requests_to("/feed.xml")
     assert conditional[-1].headers.get("if-none-match") == '"v1"'
-    assert json.loads((state / "feeds.json").read_text())[feeds[0]]["etag"] == '"v1"'
+    kept = {entry["url"]: entry for entry in json.loads((state / "feeds.json").read_text()).values()}
+    assert kept[feeds[0]]["etag"] == '"v1"'  # keyed by a hash of the URL, the URL itself kept for humans
     assert len(read_rows(output, "article_id")) == 7
 
     assert run_cli(*args, "--run_id", "run-3", "--full_refresh") == 0
@@ -154,3 +155,68 @@ def test_kill_9_at_a_random_moment_then_rerun_writes_each_article_once(tmp_path,
     rerun = subprocess.run(_cli_command(output, state, inputs), env=_env(), capture_output=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     _assert_each_article_once(output, 40)
+
+
+# ---- feed credentials never reach the state folder ------------------------------
+
+def _files_holding(folder: Path, *secrets: bytes) -> list[str]:
+    """Every file under ``folder`` whose bytes contain any of ``secrets``."""
+    return [str(path) for path in folder.rglob("*") if path.is_file()
+            and any(secret in path.read_bytes() for secret in secrets)]
+
+
+def test_feed_credentials_never_reach_the_state_folder(tmp_path, http_server):
+    """Basic-auth password and token query value: not in pending statuses (run killed
+    before they merge), not in feeds.json or written ids; conditional GET still works."""
+    http_server.route("/feed.xml", conditional_feed(rss(english_items("secret-feed", 3))))
+    # a feed that fails with the secret-bearing URL in its error text
+    http_server.route("/loop.xml", Response(status=301, headers={"Location": "/loop.xml?token=abc123"}))
+    port = http_server.port
+    feeds = [f"http://user:secret@127.0.0.1:{port}/feed.xml?token=abc123&x=1",
+             f"http://user:secret@127.0.0.1:{port}/loop.xml?api_key=abc123"]
+    output, state = tmp_path / "out", tmp_path / "state"
+    args = ["--output", str(output), "--state", str(state), "--feeds", *feeds, "--allow_private_addresses", *FAST]
+
+    killed = subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "run", *args, "--run_id", "run-1"],
+                            env=_env(NEWSBEAM_CRASH_AT="mid_state"), capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    pending = list((state / "pending").rglob("*.json"))
+    assert pending and (state / "written" / "run-1.ids").exists()
+    assert _files_holding(state, b"secret", b"abc123") == []
+
+    assert run_cli(*args, "--run_id", "run-2") == 0
+    assert run_cli(*args, "--run_id", "run-3") == 0
+    assert http_server.requests_to("/feed.xml")[-1].headers.get("if-none-match") == '"v1"'
+    assert only_manifest(output, "run-3")["counts"]["feeds_not_modified"] == 1
+    assert _files_holding(state, b"secret", b"abc123") == []
+    import pyarrow.parquet as pq
+
+    dead_letters = [row for path in (output / "_errors").rglob("*.parquet") for row in pq.read_table(path).to_pylist()]
+    assert [row["reason"].split(":")[0] for row in dead_letters] == ["redirect_loop"] * 3  # one per run
+    assert "secret" not in repr(dead_letters) and "abc123" not in repr(dead_letters)
+    kept = json.loads((state / "feeds.json").read_text())
+    assert sorted(entry["url"] for entry in kept.values()) == [
+        f"http://127.0.0.1:{port}/feed.xml?token=REDACTED&x=1", f"http://127.0.0.1:{port}/loop.xml?api_key=REDACTED"]
+
+
+def test_feeds_json_keyed_by_clear_urls_is_migrated_and_still_used(tmp_path, http_server):
+    """A feeds.json from before hashed keys: its ETag is still sent, and the rewrite holds no secret."""
+    http_server.route("/feed.xml", conditional_feed(rss(english_items("old-state", 2))))
+    clear_url = f"http://user:secret@127.0.0.1:{http_server.port}/feed.xml?token=abc123"
+    other_url = "https://user:hunter2@feeds.example.org/other.xml?api_key=abc123&lang=en"  # not fetched this run
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "feeds.json").write_text(json.dumps({
+        clear_url: {"etag": '"v1"', "last_modified": None, "last_success": "2024-05-01T00:00:00+00:00"},
+        other_url: {"etag": '"o7"', "last_success": "2024-05-01T00:00:00+00:00"},
+    }))
+    output = tmp_path / "out"
+    args = ["--output", str(output), "--state", str(state), "--feeds", clear_url, "--allow_private_addresses", *FAST]
+
+    assert run_cli(*args) == 0
+    assert http_server.requests_to("/feed.xml")[-1].headers.get("if-none-match") == '"v1"'
+    assert only_manifest(output)["counts"]["feeds_not_modified"] == 1
+    assert _files_holding(state, b"secret", b"hunter2", b"abc123") == []
+    kept = {entry["url"]: entry for entry in json.loads((state / "feeds.json").read_text()).values()}
+    assert kept[f"http://127.0.0.1:{http_server.port}/feed.xml?token=REDACTED"]["etag"] == '"v1"'
+    assert kept["https://feeds.example.org/other.xml?api_key=REDACTED&lang=en"]["etag"] == '"o7"'
