@@ -3,10 +3,12 @@ folder, builds or parses a file name, or globs the dataset asks this one.
 
     <output>/<key>=<value>/.../part-<run_id>[-w<start>p<pane>]-<hash8>-<nnnn>.parquet
     <output>/_tmp/<run_id>/<uuid>.parquet.inprogress     a run's files before its commit
+    <output>/_tmp/<run_id>/OWNER                          host, pid and start of a run on this machine
     <output>/_tmp/compact-<id>/                           a compaction's staging area
     <output>/_errors/run_id=<run_id>/part-*.parquet       dead letters
     <output>/_runs/<run_id>.json                          run manifests
     <output>/_compact.lock                                held by a running compaction
+    <output>/_compact.lock.guard                          flock'ed while that lock changes hands
 
 Readers glob only ``key=value`` folders, so ``_tmp``, ``_errors`` and
 ``_runs`` never show up as articles. Paths may be local or gs://: the
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 from urllib.parse import quote, urlsplit
@@ -26,12 +30,17 @@ from urllib.parse import quote, urlsplit
 if TYPE_CHECKING:
     from newsbeam.records import Article
 
+LOGGER = logging.getLogger(__name__)
+
 TMP_DIR = "_tmp"
 ERRORS_DIR = "_errors"
 RUNS_DIR = "_runs"
 COMPACT_LOCK_NAME = "_compact.lock"
+OWNER_FILE = "OWNER"  # in a run's temp folder: which process on which host writes it
 COMPACT_STAGING_PREFIX = "compact-"
 TEMP_SUFFIX = ".parquet.inprogress"
+# A temp folder nobody wrote to for this long belongs to a run that is over,
+# even when no process on this host can vouch for it (another host's run).
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 SUPPORTED_PARTITION_KEYS = ("dt", "lang", "month", "year", "source_host")
@@ -140,11 +149,11 @@ def temp_file(output: str, run_id: str, unique: str) -> str:
 def remove_temp_files(output: str, run_id: str) -> None:
     """Drop what a run left in its temp folder (retried bundles' leftovers)."""
     folder = temp_folder(output, run_id)
-    leftovers = [m.path for m in _filesystems().match([join_path(folder, "*")])[0].metadata_list]
+    leftovers = [m.path for m in filesystems().match([join_path(folder, "*")])[0].metadata_list]
     if leftovers:
-        _filesystems().delete(leftovers)
-    if _filesystems().get_scheme(folder) in (None, "file") and _filesystems().exists(folder):
-        _filesystems().delete([folder])
+        filesystems().delete(leftovers)
+    if filesystems().get_scheme(folder) in (None, "file") and filesystems().exists(folder):
+        filesystems().delete([folder])
 
 
 def compact_staging(output: str, compact_id: str = "") -> str:
@@ -194,7 +203,7 @@ def manifests_glob(root: str | Path) -> str:
 
 # ---- filesystem helpers (local and gs:// alike) -----------------------------------
 
-def _filesystems():
+def filesystems():
     """Beam's FileSystems, imported on first use: it takes 2 s, and readers of
     the layout such as ``newsbeam query`` only need names and globs."""
     from apache_beam.io.filesystems import FileSystems
@@ -202,12 +211,22 @@ def _filesystems():
     return FileSystems
 
 
+def delete_tree(path: str) -> None:
+    """Delete a folder and everything below it (on GCS: every object under the prefix)."""
+    if is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    leftovers = [m.path for m in filesystems().match([join_path(path, "**")])[0].metadata_list]
+    if leftovers:
+        filesystems().delete(leftovers)
+
+
 def join_path(base: str, *parts: str) -> str:
-    return _filesystems().join(base, *parts) if parts else base
+    return filesystems().join(base, *parts) if parts else base
 
 
 def is_local(path: str) -> bool:
-    return _filesystems().get_scheme(path) in (None, "file")
+    return filesystems().get_scheme(path) in (None, "file")
 
 
 def make_dirs(path: str) -> None:
@@ -217,21 +236,21 @@ def make_dirs(path: str) -> None:
 
 
 def list_paths(pattern: str) -> list[str]:
-    return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
+    return sorted(m.path for m in filesystems().match([pattern])[0].metadata_list)
 
 
 def read_text(path: str) -> Optional[str]:
-    if not _filesystems().exists(path):
+    if not filesystems().exists(path):
         return None
-    with _filesystems().open(path) as handle:
+    with filesystems().open(path) as handle:
         return handle.read().decode("utf-8")
 
 
 def write_text_atomically(path: str, text: str) -> None:
-    make_dirs(_filesystems().split(path)[0])
+    make_dirs(filesystems().split(path)[0])
     temp = f"{path}.inprogress-{os.getpid()}"
-    with _filesystems().create(temp) as handle:
+    with filesystems().create(temp) as handle:
         handle.write(text.encode("utf-8"))
-    if _filesystems().exists(path):
-        _filesystems().delete([path])  # GCS rename does not overwrite; local os.rename would
-    _filesystems().rename([temp], [path])
+    if filesystems().exists(path):
+        filesystems().delete([path])  # GCS rename does not overwrite; local os.rename would
+    filesystems().rename([temp], [path])

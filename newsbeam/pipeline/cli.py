@@ -63,8 +63,9 @@ def public_options(options: PipelineOptions) -> dict:
 
 
 def run_pipeline(argv: Sequence[str]) -> int:
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+    from newsbeam.gcp import gcs_credentials_problem
     from newsbeam.layout import RUN_ID_RE, new_run_id
     from newsbeam.pipeline.options import NewsOptions
 
@@ -83,8 +84,16 @@ def run_pipeline(argv: Sequence[str]) -> int:
     if not news.output:
         print("newsbeam: --output is required (a local folder or gs:// path)", file=sys.stderr)
         return EXIT_CONFIG
+    dry_run = _is_dry_run(options)  # builds a graph: takes no lock, reads and writes no state or output
+    if not dry_run:
+        cloud = options.view_as(GoogleCloudOptions)
+        credentials_problem = gcs_credentials_problem(
+            [news.output, news.state, cloud.temp_location, cloud.staging_location])
+        if credentials_problem:
+            print(f"newsbeam: {credentials_problem}", file=sys.stderr)
+            return EXIT_CONFIG
     lock = None
-    if news.state:
+    if news.state and not dry_run:
         from newsbeam.state.lock import StateLock, StateLocked
         from newsbeam.state.store import recover_uncommitted
 
@@ -93,13 +102,36 @@ def run_pipeline(argv: Sequence[str]) -> int:
         except StateLocked as error:
             print(f"newsbeam: {error}", file=sys.stderr)
             return EXIT_LOCKED
+        except ValueError as error:  # --state where no lock can be taken
+            print(f"newsbeam: --state {news.state}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
-        if news.state and not news.full_refresh:
+        if news.state and not news.full_refresh and not dry_run:
             recover_uncommitted(news.state, news.output)
-        return _run_and_report(options, news)
+        return _run_and_report(options, news, dry_run=dry_run)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _is_dry_run(options: PipelineOptions) -> bool:
+    """Beam's ``--dry_run``: the Dataflow runner builds the job and submits nothing.
+
+    Beam takes any non-empty value as true, and so does this; other runners
+    ignore the flag and really run, so for them it is no dry run.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions, TestOptions
+
+    if not options.view_as(TestOptions).dry_run:
+        return False
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+    from apache_beam.runners.runner import create_runner
+
+    runner = options.view_as(StandardOptions).runner
+    try:
+        return isinstance(create_runner(runner) if isinstance(runner, str) else runner, DataflowRunner)
+    except ValueError:  # an unknown runner: the graph build reports it
+        return False
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -119,7 +151,27 @@ def _runs_in_this_process(options: PipelineOptions) -> bool:
             and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
 
 
-def _run_and_report(options: PipelineOptions, news) -> int:
+def _claim_temp_folder(options: PipelineOptions, news) -> None:
+    """Clear what killed runs left in ``_tmp``, then mark this run's temp folder as ours.
+
+    Only a pipeline that runs on this machine writes OWNER: a remote job's
+    workers go on writing after the launcher's pid is gone.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from newsbeam.runs import remove_abandoned_temp_folders, write_temp_owner
+
+    try:
+        remove_abandoned_temp_folders(news.output, keep_run_id=news.run_id)
+        if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+            write_temp_owner(news.output, news.run_id)
+    except Exception:  # leftovers cost disk space only; an unwritable output fails the run where it writes
+        LOGGER.warning("could not clean up the temp folders under %s", news.output, exc_info=True)
+
+
+def _run_and_report(options: PipelineOptions, news, *, dry_run: bool = False) -> int:
+    from apache_beam.options.pipeline_options import StandardOptions
+
     from newsbeam.layout import remove_temp_files
     from newsbeam.pipeline.graph import build
     from newsbeam.pipeline.manifest import build_manifest, format_summary, write_manifest
@@ -131,6 +183,13 @@ def _run_and_report(options: PipelineOptions, news) -> int:
         print(f"newsbeam: {error}", file=sys.stderr)
         return EXIT_CONFIG
     _start_up_done()
+    if dry_run:
+        steps = [part.full_label for part in pipeline.transforms_stack[0].parts]
+        pipeline.run().wait_until_finish()  # the Dataflow runner translates the job and returns
+        print(f"dry run: the {options.view_as(StandardOptions).runner} job graph was built ({len(steps)} steps: "
+              f"{', '.join(steps)}); nothing was submitted, no lock taken, no state or output touched")
+        return EXIT_OK
+    _claim_temp_folder(options, news)
     if _is_remote_streaming(options):
         # An unbounded job never finishes: submit it and hand back the job.
         result = pipeline.run()

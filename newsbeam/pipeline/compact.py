@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
@@ -53,6 +52,7 @@ from newsbeam.layout import (
     TMP_DIR,
     compact_lock_path,
     compact_staging,
+    delete_tree,
     is_local,
     join_path,
     make_dirs,
@@ -61,6 +61,7 @@ from newsbeam.layout import (
     sanitise_partition_value,
 )
 from newsbeam.parquet import COMPRESSION, ROW_GROUP_ROWS
+from newsbeam.runs import remove_abandoned_temp_folders
 from newsbeam.schema import FILE_SCHEMA, SCHEMA_VERSION
 from newsbeam.state.lock import FileLock, StateLocked
 
@@ -292,15 +293,6 @@ def _write_plan(staging: str, plan: dict) -> None:
         handle.write(json.dumps(plan, indent=1).encode("utf-8"))
 
 
-def _delete_tree(path: str) -> None:
-    if is_local(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    leftovers = [m.path for m in FileSystems.match([join_path(path, "**")])[0].metadata_list]
-    if leftovers:
-        FileSystems.delete(leftovers)
-
-
 def _restore_strays(staged_leaf: str, leaf: str, plan: dict) -> None:
     """Move back files that reached the live leaf after it was listed (a run's late commit)."""
     known = set(plan["merged"]) | set(plan["kept"]) | set(plan["new"])
@@ -393,7 +385,7 @@ def recover_compactions(output: str) -> int:
         leftovers = sorted({join_path(staging_root, _relative(m.path, staging_root).split("/", 1)[0])
                             for m in FileSystems.match([pattern])[0].metadata_list})
     for path in leftovers:
-        _delete_tree(path)
+        delete_tree(path)
     return len(plans)
 
 
@@ -451,7 +443,7 @@ def compact_leaf(
         strategy = "exchange"
     else:
         _swap_by_replace(leaf, staging, merged, new, on_step)
-    _delete_tree(staging)
+    delete_tree(staging)
     on_step("done", leaf.partition)
     return LeafResult(leaf.partition, len(merged), len(new), table.num_rows, bytes_before,
                       sum(f.size for f in new), strategy)
@@ -492,6 +484,7 @@ def compact_dataset(
         return report
     with CompactLock(output):
         report.recovered = recover_compactions(output)
+        remove_abandoned_temp_folders(output)  # runs killed mid-write; logs what it removes
         chosen, report.skipped = select_leaves(find_leaf_folders(output), partitions,
                                                target_file_bytes=target_file_bytes, min_files=min_files)
         for number, (leaf, merged) in enumerate(chosen):
@@ -502,7 +495,7 @@ def compact_dataset(
                         result.files_after, result.strategy)
             report.compacted.append(result)
         staging_root = join_path(output, TMP_DIR)
-        _delete_tree(compact_staging(output, report.compact_id))
+        delete_tree(compact_staging(output, report.compact_id))
         if is_local(staging_root) and os.path.isdir(staging_root) and not os.listdir(staging_root):
             os.rmdir(staging_root)
     return report

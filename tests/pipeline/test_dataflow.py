@@ -9,6 +9,9 @@ built, as it must on the launcher.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -165,3 +168,59 @@ def test_flex_template_parameters_are_real_options():
 def test_flex_template_switches_take_true_and_false():
     assert list(as_flags(["--streaming=true", "--skip_labels=false", "--full_text=1", "--output=gs://b/o"])) == [
         "--streaming", "--full_text", "--output=gs://b/o"]
+
+
+# ---- dry runs and missing credentials, as the command line sees them -------------------
+
+def _without_google_credentials(tmp_path: Path) -> dict[str, str]:
+    """No credentials anywhere google.auth looks: the key file named is missing (so it stops
+    there and never asks a metadata server) and HOME holds no gcloud config. Should anything
+    still try HTTP, the proxy is a closed loopback port: nothing leaves this machine."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GOOGLE_", "GCLOUD_", "CLOUDSDK_")) and k.lower() not in ("no_proxy", "all_proxy")}
+    dead_end = "http://127.0.0.1:9"
+    env.update(GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "no-such-key.json"), HOME=str(tmp_path),
+               HF_HUB_OFFLINE="1", HTTP_PROXY=dead_end, HTTPS_PROXY=dead_end, http_proxy=dead_end, https_proxy=dead_end)
+    return env
+
+
+def _newsbeam_run(args: list[str], env: dict[str, str]):
+    return subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "run", *args], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=str(REPO))
+
+
+def test_a_dry_run_with_gcs_state_and_no_credentials_builds_the_graph_and_touches_nothing(tmp_path):
+    done = _newsbeam_run([*DATAFLOW_ARGS, "--state", "gs://newsbeam-test-bucket/state", "--inputs", str(SAMPLES),
+                          "--skip_labels"], _without_google_credentials(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "dry run" in done.stdout and "nothing was submitted" in done.stdout
+    assert "ReadFiles" in done.stdout and "WriteDataset" in done.stdout  # the graph was built
+    assert "manifest:" not in done.stdout  # and nothing was written
+
+
+def test_a_real_run_with_gcs_state_and_no_credentials_says_so_in_one_line(tmp_path):
+    done = _newsbeam_run(["--output", str(tmp_path / "out"), "--state", "gs://newsbeam-test-bucket/state",
+                          "--inputs", str(SAMPLES), "--skip_labels"], _without_google_credentials(tmp_path))
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("newsbeam: no Google credentials"), done.stderr[-3000:]
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in lines[0] and "gcloud auth application-default login" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_real_run_with_gcs_output_and_no_credentials_says_so_in_one_line(tmp_path):
+    done = _newsbeam_run(["--output", "gs://newsbeam-test-bucket/articles", "--inputs", str(SAMPLES), "--skip_labels"],
+                         _without_google_credentials(tmp_path))
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("newsbeam: no Google credentials"), done.stderr[-3000:]
+
+
+def test_compacting_a_gcs_dataset_with_no_credentials_says_so_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "compact", "--output",
+                           "gs://newsbeam-test-bucket/articles"], env=_without_google_credentials(tmp_path),
+                          capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("newsbeam: no Google credentials"), done.stderr[-3000:]
