@@ -33,7 +33,7 @@ def macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
 
 def load_dev_sets(data_root: Path = SHARED_DATA, per_set: Optional[int] = None) -> Optional[dict]:
     """``{"sentiment": (texts, gold), "topic": (texts, gold)}``, or None without the data."""
-    from newsbeam_lab.training import read_labelled_jsonl
+    from newsbeam_lab.training_data import read_labelled_jsonl
 
     from newsbeam.labelling.taxonomy import load_label_map
 

@@ -1,4 +1,4 @@
-"""Open-set topic quality on real news: hand-labelled items of ../shared/data/feeds/real.
+"""Open-set topic and news-sentiment quality on real news: hand-labelled items of ../shared/data/feeds/real.
 
 The public topic sets score closed-set classification over their own few
 labels (SIB-200 has seven, MasakhaNEWS six), so they cannot say how often a
@@ -9,9 +9,11 @@ subjects each, with ``high`` or ``medium`` confidence, addressed by feed file
 and entry index, so no text of the feeds is copied here. Each entry goes
 through the pipeline's own feed parsing and normalisation, and the labeller
 reads what ``newsbeam run`` would (headline, then the lead), over all 17
-subjects.
+subjects. ``labels/real_feed_sentiment.jsonl`` gives the same entries a news
+sentiment (negative: deaths, crime, losses; positive: wins, launches,
+recoveries; neutral: factual or mixed), read the same way (``--task sentiment``).
 
-    python bench/real_feed_topics.py [--heads DIR] [--confidence high] [--json]
+    python bench/real_feed_topics.py [--task topic|sentiment] [--heads DIR] [--confidence high] [--json]
 
 Without ../shared/data it says so and exits 0 (a user's fresh clone).
 """
@@ -28,13 +30,20 @@ from quality import SHARED_DATA
 
 FEEDS_ROOT = SHARED_DATA / "feeds" / "real"
 LABELS_FILE = Path(__file__).resolve().parent / "labels" / "real_feed_topics.jsonl"
+SENTIMENT_LABELS_FILE = Path(__file__).resolve().parent / "labels" / "real_feed_sentiment.jsonl"
 CONFIDENCES = ("high", "medium")
+SENTIMENT_CONFIDENCES = ("high", "medium", "low")  # low: mostly not news (podcast blurbs, tables of contents)
 
 
 def read_labels(path: Path = LABELS_FILE, confidence: Optional[str] = None) -> list[dict]:
     """The labelled entries, optionally only those of one confidence."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [row for row in rows if confidence is None or row["confidence"] == confidence]
+
+
+def read_sentiment_labels(path: Path = SENTIMENT_LABELS_FILE, confidence: Optional[str] = None) -> list[dict]:
+    """The entries' news sentiment, as rows shaped like the topic labels (``label`` = the sentiment)."""
+    return [dict(row, label=row["sentiment"]) for row in read_labels(path, confidence)]
 
 
 def feed_languages(feeds_root: Path = FEEDS_ROOT) -> dict[str, str]:
@@ -46,7 +55,7 @@ def feed_languages(feeds_root: Path = FEEDS_ROOT) -> dict[str, str]:
 def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
     """The labelled entries as the labeller sees them: a ``LabelledTexts`` whose
     texts are headline + lead after the pipeline's parsing and normalisation."""
-    from newsbeam_lab.training import LabelledTexts
+    from newsbeam_lab.training_data import LabelledTexts
 
     from newsbeam.formats.feeds import parse_feed
     from newsbeam.normalise import normalise_entry
@@ -69,8 +78,9 @@ def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("topic", "sentiment"), default="topic")
     parser.add_argument("--heads", default=None, help="Heads folder to score (default: the shipped heads).")
-    parser.add_argument("--confidence", choices=CONFIDENCES, default=None,
+    parser.add_argument("--confidence", choices=SENTIMENT_CONFIDENCES, default=None,
                         help="Only the entries labelled with this confidence (default: all).")
     parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per article (as newsbeam run).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
@@ -79,12 +89,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"skipped: {FEEDS_ROOT} is absent (the feeds live in the team's shared data, not in a clone)")
         return 0
 
-    from newsbeam_lab.evaluate import evaluate_labeller, format_report
+    from newsbeam_lab.scoring import evaluate_labeller, format_report
 
     from newsbeam.labelling.labeller import load_labeller
 
-    items = read_items(read_labels(confidence=args.confidence))
-    report = evaluate_labeller(load_labeller(heads=args.heads, max_tokens=args.max_tokens), "topic", items)
+    labels = (read_sentiment_labels if args.task == "sentiment" else read_labels)(confidence=args.confidence)
+    items = read_items(labels)
+    report = evaluate_labeller(load_labeller(heads=args.heads, max_tokens=args.max_tokens), args.task, items)
     report["confidence"] = args.confidence or "all"
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0

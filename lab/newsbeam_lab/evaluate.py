@@ -23,7 +23,7 @@ import logging
 import sys
 from typing import Optional
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS
+from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS, QUANTIZE_CHOICES
 from newsbeam_lab import DATA_ROOT_ENV, default_data_root
 from newsbeam_lab.scoring import (
     DEFAULT_BOOTSTRAP,
@@ -65,7 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sentiment_model", default=None, help="Text-classification checkpoint for sentiment.")
     parser.add_argument("--model_label_map", default=None,
                         help="JSON mapping the checkpoint's labels onto newsbeam ids (with --*_model).")
-    parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per text (as newsbeam run).")
+    parser.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS, help="Token budget per text (as newsbeam run).")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
+                        help="int8: score the int8 encoder newsbeam run --quantize int8 uses, so its loss is measured "
+                             "on every set (with --against, both labellers use it).")
     parser.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
     parser.add_argument("--torch_threads", type=int, default=None)
     parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
@@ -77,7 +80,8 @@ def _load_labeller(args: argparse.Namespace, heads: Optional[str], **classifiers
 
     return load_labeller(encoder=args.encoder, heads=heads, taxonomy=args.taxonomy, max_tokens=args.max_tokens,
                          max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads,
-                         cache_dir=args.model_cache, **classifiers)
+                         cache_dir=args.model_cache, quantize=None if args.quantize == "none" else args.quantize,
+                         **classifiers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             report["against_heads"] = args.against
         print(json.dumps(report, ensure_ascii=False) if args.json else format_dev_report(report))
         return 0
-    rows = read_eval_rows(args.data, args.label_map, labeller.taxonomy.ids_for(args.task))
+    rows = read_eval_rows(args.data, args.label_map, labeller.taxonomy.ids_for(args.task), task=args.task,
+                          data_root=args.data_root)
     if not rows.texts:
         print(f"no usable rows in {args.data} ({rows.skipped} skipped)", file=sys.stderr)
         return 1

@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from newsbeam.labelling.taxonomy import load_label_map
-from newsbeam_lab.training import LabelledTexts, expand_pattern, read_labelled_jsonl
+from newsbeam_lab import shared_labels
+from newsbeam_lab.training_data import LabelledTexts, expand_pattern, read_labelled_jsonl
 
 LOGGER = logging.getLogger(__name__)
 
@@ -149,13 +150,16 @@ def choose_labels(label_ids: Sequence[str], probabilities: np.ndarray, languages
     return choices
 
 
-def read_eval_rows(patterns: Sequence[str], label_map: Optional[str], task_labels: Sequence[str]) -> LabelledTexts:
-    """Rows of every file matching ``patterns``, labels mapped; unusable rows counted in ``skipped``."""
+def read_eval_rows(patterns: Sequence[str], label_map: Optional[str], task_labels: Sequence[str], *,
+                   task: Optional[str] = None, data_root: Optional[str] = None) -> LabelledTexts:
+    """Rows of every file matching ``patterns``, labels mapped; unusable rows counted in ``skipped``.
+    References to shared rows count only when they are in the dev split, which training never reads."""
     mapping = load_label_map(label_map) if label_map else None
     rows = LabelledTexts()
     for pattern in patterns:
         for path in expand_pattern(pattern):
-            rows.extend(read_labelled_jsonl(path, mapping, task_labels, source=path))
+            rows.extend(read_labelled_jsonl(path, mapping, task_labels, source=path, task=task, data_root=data_root,
+                                            split=shared_labels.DEV))
     return rows
 
 

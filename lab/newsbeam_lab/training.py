@@ -20,13 +20,8 @@ the encoder ships with the heads as low-rank deltas.
 from __future__ import annotations
 
 import argparse
-import glob
-import hashlib
 import json
 import logging
-import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,296 +30,39 @@ import torch
 
 from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, PASSAGE_PREFIX
 from newsbeam.labelling.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet
-from newsbeam.labelling.input_text import model_text
-from newsbeam.labelling.taxonomy import SEEDS_DIR, Taxonomy, load_label_map, load_taxonomy, read_bytes
+from newsbeam.labelling.taxonomy import Taxonomy, load_taxonomy
 from newsbeam_lab import DATA_ROOT_ENV, default_data_root
 from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
 from newsbeam_lab.finetune import FineTuneSettings, TaskRows, can_fine_tune, fine_tune
+from newsbeam_lab.head_fitting import (
+    DEFAULT_SOURCE_POWER,
+    balanced_weights,
+    fit_head,
+    fit_temperature,
+    passage_token_ids,
+    pooled_features,
+    resolve_layers,
+)
 from newsbeam_lab.heads_writer import save_heads
+from newsbeam_lab.training_data import (
+    DEFAULT_TEMPERATURE_RECIPE,
+    LabelledTexts,
+    _portable,
+    default_data,
+    read_sources,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256
-DEFAULT_VERSION = "heads-v3"
-OWN_TRAINING_DIR = SEEDS_DIR / "training"
-# The recipe of the shipped heads: (task, pattern relative to --data_root or absolute, label map)
-DEFAULT_RECIPE = (
-    ("topic", "topic/sib200/*/train.jsonl", "sib200"),
-    ("topic", "topic/masakhanews/*/train_fewshot50.jsonl", "masakhanews"),
-    ("topic", str(OWN_TRAINING_DIR / "topic_*.jsonl"), None),
-    ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
-)
-# Held-out rows the heads' softmax temperatures are fitted on: dev splits of
-# languages the README's quality table does not report, so that table stays
-# untouched by training (a temperature never changes the best label anyway).
-DEFAULT_TEMPERATURE_RECIPE = (
-    *(("sentiment", f"sentiment/xlmt/{name}/val.jsonl", "xlmt") for name in ("hindi", "italian", "portuguese")),
-    *(("topic", f"topic/sib200/{code}/dev.jsonl", "sib200")
-      for code in ("ary_Arab", "arz_Arab", "deu_Latn", "hau_Latn", "pes_Arab", "spa_Latn", "swh_Latn", "tur_Latn",
-                   "urd_Arab")),
-    *(("topic", f"topic/masakhanews/{code}/dev.jsonl", "masakhanews") for code in ("hau", "swa")),
-)
+DEFAULT_VERSION = "heads-v4"
 # What each head reads (hidden-state indices, 0 = embeddings), its weight
 # decay, hidden width and epochs, as picked on the dev splits (docs/labels.md).
 DEFAULT_LAYERS = {"topic": (6, 8, 10, 12), "sentiment": (6, 8, 10, 12)}
 DEFAULT_L2 = {"topic": 0.01, "sentiment": 0.01}
 DEFAULT_HIDDEN = {"topic": 128, "sentiment": 128}
 DEFAULT_EPOCHS = {"topic": 30, "sentiment": 20}
-DEFAULT_SOURCE_POWER = 0.0
-MIN_MLP_STEPS = 300
 INT8_CALIBRATION_PER_FILE = 16
-
-
-@dataclass
-class LabelledTexts:
-    """Parallel lists of training rows; ``source`` says which data source each came from."""
-
-    texts: list[str] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    languages: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    skipped: int = 0
-    windows: int = 0  # rows that are later stretches of an article (ArticleWindows), not rows of the file
-
-    def append(self, text: str, label: str, language: str, source: str, path: str) -> None:
-        self.texts.append(text)
-        self.labels.append(label)
-        self.languages.append(language)
-        self.sources.append(source)
-        self.paths.append(path)
-
-    def extend(self, other: "LabelledTexts") -> None:
-        self.texts += other.texts
-        self.labels += other.labels
-        self.languages += other.languages
-        self.sources += other.sources
-        self.paths += other.paths
-        self.skipped += other.skipped
-        self.windows += other.windows
-
-
-def row_text(row: dict) -> str:
-    """What the model reads for one dataset row: headline + body when present, else ``text``."""
-    from newsbeam.labelling.input_text import article_text
-
-    if row.get("headline") or row.get("body"):
-        return article_text(row.get("headline"), None, row.get("body"))
-    return str(row.get("text") or "")
-
-
-def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
-                        allowed: Optional[Sequence[str]] = None, source: Optional[str] = None,
-                        windows: Optional[ArticleWindows] = None) -> LabelledTexts:
-    """Rows of one JSONL file, labels mapped through ``label_map`` (when given).
-
-    Rows whose label maps to nothing, or to an id outside ``allowed``, are
-    skipped and counted; so are rows without text. ``windows`` (an
-    :class:`ArticleWindows`) adds rows for the later stretches of rows with a body.
-    """
-    result = LabelledTexts()
-    allowed_set = set(allowed) if allowed is not None else None
-    for number, line in enumerate(read_bytes(path).decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not JSON ({error})") from error
-        label = row.get("label")
-        label = None if label is None else str(label)
-        if label_map is not None:
-            label = label_map.get(label)
-        text = row_text(row)
-        if label is None or not text.strip() or (allowed_set is not None and label not in allowed_set):
-            result.skipped += 1
-            continue
-        language = str(row.get("lang") or "und")
-        result.append(text, label, language, source or path, path)
-        for window in (windows(row.get("headline"), row.get("body")) if windows else ()):
-            result.append(window, label, language, source or path, path)
-            result.windows += 1
-    return result
-
-
-def parse_source(spec: str) -> tuple[str, Optional[str]]:
-    """``PATTERN@MAP`` -> (pattern, map); a pattern alone has no map."""
-    pattern, separator, map_name = spec.rpartition("@")
-    is_map = map_name.endswith(".json") or (map_name.isidentifier() and "/" not in map_name)
-    if separator and pattern and is_map:
-        return pattern, map_name
-    return spec, None
-
-
-def expand_pattern(pattern: str) -> list[str]:
-    """Files matching a glob (local or any Beam filesystem), sorted; an error when none do."""
-    scheme, separator, _ = pattern.partition("://")
-    if separator and scheme.lower() != "file":
-        from apache_beam.io.filesystems import FileSystems
-
-        paths = sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
-    else:
-        paths = sorted(glob.glob(pattern.removeprefix("file://")))
-    if not paths:
-        raise FileNotFoundError(f"no training files match {pattern!r}")
-    return paths
-
-
-def read_sources(specs: Sequence[str], allowed: Sequence[str],
-                 windows: Optional[ArticleWindows] = None) -> LabelledTexts:
-    """All rows of all data sources, each source's rows tagged with its spec."""
-    combined = LabelledTexts()
-    for spec in specs:
-        pattern, map_name = parse_source(spec)
-        label_map = load_label_map(map_name) if map_name else None
-        for path in expand_pattern(pattern):
-            part = read_labelled_jsonl(path, label_map, allowed, source=spec, windows=windows)
-            LOGGER.info("%s: %d rows (%d of them article windows), %d skipped", path, len(part.texts),
-                        part.windows, part.skipped)
-            combined.extend(part)
-    return combined
-
-
-def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
-    """Hidden-state indices made non-negative (-1 = last layer = ``num_layers``)."""
-    resolved = []
-    for layer in layers:
-        index = layer + num_layers + 1 if layer < 0 else layer
-        if not 0 <= index <= num_layers:
-            raise ValueError(f"layer {layer} out of range for an encoder with {num_layers} layers")
-        resolved.append(index)
-    return tuple(sorted(set(resolved)))
-
-
-def passage_token_ids(encoder, texts: Sequence[str], max_tokens: int,
-                      prefix: str = PASSAGE_PREFIX) -> list[list[int]]:
-    """Token ids of ``prefix + text`` per text, as the heads read them (e5's passage
-    prefix; stray escapes decoded by :func:`model_text`, as the labeller does)."""
-    return encoder.tokenize([prefix + model_text(text) for text in texts], max_tokens)
-
-
-def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_tokens: int,
-                    prefix: str = PASSAGE_PREFIX, cache_dir: Optional[str | Path] = None) -> np.ndarray:
-    """(N, len(layers), hidden) mean-pooled states for ``prefix + text``, cached by content hash.
-
-    The cache keeps every layer of the encoder (float16), so one embedding run
-    serves any later choice of layers. The features are float16-rounded with
-    or without a cache, hit or miss, so a retrain fits the same heads whether
-    or not the cache was warm.
-    """
-    all_layers = tuple(range(encoder.num_layers + 1))
-    # keyed by the text the encoder reads, so a change in model_text re-embeds
-    # exactly the rows it changes
-    texts = [model_text(text) for text in texts]
-    cache_file = None
-    if cache_dir is not None:
-        digest = hashlib.sha256()
-        for part in (encoder.model_id, str(max_tokens), prefix, *texts):
-            digest.update(part.encode("utf-8") + b"\x00")
-        cache_file = Path(cache_dir) / f"features-{digest.hexdigest()[:24]}.npy"
-        if cache_file.is_file():
-            cached = np.load(cache_file)
-            if cached.shape[:2] == (len(texts), len(all_layers)):
-                return cached[:, list(layers), :].astype(np.float32)
-    started = time.perf_counter()
-    token_ids = passage_token_ids(encoder, texts, max_tokens, prefix)
-    # rounded as the cache stores them: heads fitted on a cold cache's float32
-    # features and on a warm one's float16 differ, the one known difference
-    # between two runs of one seed that read SIB-200 1.6 points apart (docs/labels.md)
-    pooled = encoder.pooled_layers(token_ids, all_layers if cache_file else layers).astype(np.float16)
-    LOGGER.info("embedded %d texts (%d tokens) in %.1fs", len(texts), sum(map(len, token_ids)),
-                time.perf_counter() - started)
-    if cache_file is None:
-        return pooled.astype(np.float32)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(temporary, pooled)
-    os.replace(temporary, cache_file)
-    return pooled[:, list(layers), :].astype(np.float32)
-
-
-def balanced_weights(label_ids: np.ndarray, sources: Sequence[str], num_labels: int,
-                     source_power: float = DEFAULT_SOURCE_POWER) -> np.ndarray:
-    """Per-row weights, mean 1: a data source of n rows weighs n**source_power
-    in total (0: all sources equal, 1: every row equal), then the weights are
-    rescaled so every label present weighs the same."""
-    weights = np.ones(len(label_ids), dtype=np.float64)
-    source_array = np.asarray(sources)
-    names = sorted(set(sources))
-    for name in names:
-        member = source_array == name
-        weights[member] = float(member.sum()) ** source_power / member.sum()
-    label_mass = np.bincount(label_ids, weights=weights, minlength=num_labels)
-    present = label_mass > 0
-    weights *= (label_mass.sum() / present.sum()) / label_mass[label_ids]
-    return weights * (len(weights) / weights.sum())
-
-
-def fit_head(task: str, labels: Sequence[str], layers: tuple[int, ...], pooled: np.ndarray,
-             label_ids: np.ndarray, sample_weights: np.ndarray, *, l2: float = 0.1, hidden: int = 0,
-             epochs: int = 40, seed: int = 0, max_iter: int = 300) -> Head:
-    """Standardise the concatenated layers and fit a softmax classifier.
-
-    ``hidden == 0`` fits multinomial logistic regression by L-BFGS on the full
-    batch (loss = weighted mean cross-entropy + ``l2``/2 * |W|^2); otherwise a
-    one-hidden-layer ReLU MLP with dropout by AdamW (weight decay ``l2``).
-    """
-    torch.manual_seed(seed)
-    features = pooled.reshape(pooled.shape[0], -1).astype(np.float32)
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0) + 1e-6
-    inputs = torch.from_numpy((features - mean) / scale)
-    targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
-    weights = torch.from_numpy((sample_weights / sample_weights.sum()).astype(np.float32))
-    num_labels = len(labels)
-    if hidden <= 0:
-        weight = torch.zeros(inputs.shape[1], num_labels, requires_grad=True)
-        bias = torch.zeros(num_labels, requires_grad=True)
-        optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                      line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
-
-        def closure():
-            optimiser.zero_grad()
-            losses = torch.nn.functional.cross_entropy(inputs @ weight + bias, targets, reduction="none")
-            loss = (losses * weights).sum() + 0.5 * l2 * (weight * weight).sum()
-            loss.backward()
-            return loss
-
-        optimiser.step(closure)
-        dense = ((weight.detach().numpy(), bias.detach().numpy()),)
-    else:
-        dense = _fit_mlp(inputs, targets, weights, num_labels, hidden, l2, epochs, seed)
-    return Head(task=task, labels=tuple(labels), layers=layers, mean=mean, scale=scale,
-                weights=tuple(w for w, _ in dense), biases=tuple(b for _, b in dense),
-                metadata={"kind": "linear" if hidden <= 0 else "mlp", "l2": l2, "hidden": hidden,
-                          "train_rows": int(len(label_ids))})
-
-
-def _fit_mlp(inputs, targets, weights, num_labels, hidden, weight_decay, epochs, seed, batch_size=256):
-    generator = torch.Generator().manual_seed(seed)
-    network = torch.nn.Sequential(
-        torch.nn.Dropout(0.2), torch.nn.Linear(inputs.shape[1], hidden), torch.nn.ReLU(),
-        torch.nn.Dropout(0.3), torch.nn.Linear(hidden, num_labels))
-    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=weight_decay)
-    batches = (len(targets) + batch_size - 1) // batch_size
-    epochs = max(epochs, -(-MIN_MLP_STEPS // batches))  # small sets still get enough updates
-    steps = epochs * batches
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-3, total_steps=steps)
-    row_weights = weights * len(targets)
-    network.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(targets), generator=generator)
-        for start in range(0, len(targets), batch_size):
-            batch = order[start:start + batch_size]
-            losses = torch.nn.functional.cross_entropy(network(inputs[batch]), targets[batch], reduction="none")
-            loss = (losses * row_weights[batch]).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-    first, second = network[1], network[4]
-    return ((first.weight.detach().numpy().T.copy(), first.bias.detach().numpy()),
-            (second.weight.detach().numpy().T.copy(), second.bias.detach().numpy()))
 
 
 def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
@@ -334,13 +72,15 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                 source_power: float = DEFAULT_SOURCE_POWER, cache_dir: Optional[str | Path] = None,
                 fine_tuning: Optional[FineTuneSettings] = FineTuneSettings(),
                 temperature_data: Optional[dict[str, Sequence[str]]] = None,
-                article_windows: int = DEFAULT_ARTICLE_WINDOWS, window_tokens: int = DEFAULT_WINDOW_TOKENS) -> HeadSet:
+                article_windows: int = DEFAULT_ARTICLE_WINDOWS, window_tokens: int = DEFAULT_WINDOW_TOKENS,
+                data_root: Optional[str] = None) -> HeadSet:
     """Fit one head per task in ``data`` (task -> data source specs) on ``encoder``,
     then fine-tune the encoder with them (``fine_tuning`` None or 0 epochs: not),
     then fit each head's softmax temperature on ``temperature_data`` (task -> held-out
     data source specs; a task without any keeps temperature 1). Training rows
     with a body add up to ``article_windows`` rows of ``window_tokens`` each
-    (:class:`ArticleWindows`); held-out rows never do.
+    (:class:`ArticleWindows`); held-out rows never do. Labels of shared rows
+    (:mod:`newsbeam_lab.shared_labels`) are read from ``data_root``, their dev share left out.
 
     Fine-tuning changes ``encoder.model`` in place to the weights the heads expect.
     """
@@ -352,7 +92,7 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
         if not specs:
             continue
         labels = taxonomy.ids_for(task)
-        rows = read_sources(specs, labels, windows)
+        rows = read_sources(specs, labels, windows, task=task, data_root=data_root)
         calibration += int8_calibration_texts(rows)
         if not rows.texts:
             raise ValueError(f"no usable {task} training rows in {list(specs)}")
@@ -395,7 +135,9 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
             LOGGER.warning("fine-tuning covers the embedded encoder only; %s stays frozen", encoder.model_id)
     for task, specs in (temperature_data or {}).items():
         if task in heads and specs:
-            heads[task] = calibrated(encoder, heads[task], read_sources(specs, heads[task].labels), specs, max_tokens)
+            heads[task] = calibrated(encoder, heads[task],
+                                     read_sources(specs, heads[task].labels, task=task, data_root=data_root),
+                                     specs, max_tokens)
     from newsbeam.labelling.encoder import CALIBRATION_MAX_TOKENS
 
     peaks = int8_peaks(encoder, calibration)
@@ -420,23 +162,6 @@ def calibrated(encoder, head: Head, rows: LabelledTexts, specs: Sequence[str], m
                                                                      "sources": [_portable(s) for s in specs]}}})
 
 
-def fit_temperature(logits: np.ndarray, label_ids: np.ndarray) -> float:
-    """The T > 0 minimising the mean cross-entropy of softmax(logits / T) (Guo et al. 2017)."""
-    values = torch.from_numpy(np.asarray(logits, dtype=np.float64))
-    targets = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
-    log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([log_temperature], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(values / log_temperature.exp(), targets)
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return float(log_temperature.detach().exp())
-
-
 def int8_calibration_texts(rows: LabelledTexts, per_file: int = INT8_CALIBRATION_PER_FILE) -> list[str]:
     """Up to ``per_file`` of ``rows``' texts spread over each training file:
     tweets, sentences and news alike, so every input channel's peak is seen
@@ -457,22 +182,6 @@ def int8_peaks(encoder, texts: Sequence[str]) -> dict[str, np.ndarray]:
     with torch.inference_mode():
         peaks = input_peaks(encoder.model, lambda: encoder_peaks_pass(encoder, texts))
     return {name: peak.float().numpy() for name, peak in sorted(peaks.items())}
-
-
-def _portable(spec: str) -> str:
-    """A data source as recorded in heads.json: relative to the working folder, not a machine's absolute path."""
-    if "://" in spec or not os.path.isabs(spec):
-        return spec
-    return os.path.relpath(spec)
-
-
-def default_data(data_root: str, recipe=DEFAULT_RECIPE) -> dict[str, list[str]]:
-    """The shipped recipe's data sources, relative patterns rooted at ``data_root``."""
-    data: dict[str, list[str]] = {"topic": [], "sentiment": []}
-    for task, pattern, map_name in recipe:
-        path = pattern if os.path.isabs(pattern) else os.path.join(data_root, pattern)
-        data[task].append(f"{path}@{map_name}" if map_name else path)
-    return data
 
 
 def _task_epochs(value: str) -> tuple[tuple[str, int], ...]:
@@ -599,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
         epochs={"topic": args.topic_epochs, "sentiment": args.sentiment_epochs},
         max_tokens=args.max_tokens, version=args.version, source_power=args.source_power, cache_dir=cache_dir,
         fine_tuning=fine_tuning, temperature_data=temperature_data, article_windows=args.article_windows,
-        window_tokens=args.window_tokens)
+        window_tokens=args.window_tokens, data_root=args.data_root)
     folder = save_heads(head_set, args.output)
     sizes = {name: (folder / name).stat().st_size for name in ("heads.json", "heads.safetensors")}
     print(json.dumps({"output": str(folder), "version": head_set.version, "encoder": head_set.encoder_id,

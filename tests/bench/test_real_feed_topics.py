@@ -25,6 +25,15 @@ def test_labels_name_entries_and_subjects_only_never_feed_text():
     assert len(real_feed_topics.read_labels(confidence="high")) == 518
 
 
+def test_every_topic_labelled_entry_has_a_news_sentiment_and_no_feed_text():
+    topics = {(row["file"], row["index"]) for row in real_feed_topics.read_labels()}
+    rows = real_feed_topics.read_sentiment_labels()
+    assert all(set(row) == {"file", "index", "sentiment", "confidence", "label"} for row in rows)
+    assert {(row["file"], row["index"]) for row in rows} == topics and len(rows) == len(topics)
+    assert {row["label"] for row in rows} == {"negative", "neutral", "positive"}
+    assert {row["confidence"] for row in rows} == set(real_feed_topics.SENTIMENT_CONFIDENCES)
+
+
 @pytest.mark.skipif(not real_feed_topics.FEEDS_ROOT.is_dir(), reason="../shared/data/feeds/real is absent")
 def test_every_labelled_entry_reads_back_through_the_pipelines_parsing():
     labels = real_feed_topics.read_labels()

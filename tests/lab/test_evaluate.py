@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from newsbeam_lab import evaluate, scoring, training
 
-from newsbeam_lab import evaluate, scoring
 from tests.support.builders import SPORT_WORDS, WEATHER_WORDS, toy_sentences, write_jsonl
 
 
@@ -83,6 +83,7 @@ def toy_eval(tmp_path_factory, trained_heads_module):
 def trained_heads_module(tmp_path_factory):
     """The toy heads of test_training, trained once for this module."""
     from newsbeam_lab import training
+
     from tests.support.builders import save_tiny_bert, write_toy_sets
 
     encoder_path = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-eval"))
@@ -117,7 +118,7 @@ def test_eval_command_json_on_the_toy_set(toy_eval, trained_heads_module, capsys
     assert report["accuracy"] == 1.0 and report["macro_f1"] == 1.0
     assert set(report["per_language"]) == {"en", "fr"}
     assert report["per_language"]["fr"]["n"] == 10
-    assert report["model"] == f"{encoder_path}+heads-v3"
+    assert report["model"] == f"{encoder_path}+{training.DEFAULT_VERSION}"
 
 
 def test_eval_restrict_closes_the_label_set_per_language(toy_eval, trained_heads_module, capsys, tmp_path):
@@ -213,7 +214,7 @@ def test_dev_report_option_needs_its_splits_and_excludes_task_and_data(trained_h
 
 def test_the_reported_dev_splits_exist_in_the_shared_data_and_no_training_step_reads_them():
     from newsbeam_lab.dev_report import DEV_SETS, check_splits
-    from newsbeam_lab.training import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
+    from newsbeam_lab.training_data import DEFAULT_TEMPERATURE_RECIPE, default_data, expand_pattern, parse_source
 
     from tests.support.pipelines import SHARED
 

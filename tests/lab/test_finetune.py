@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from newsbeam_lab import finetune, head_fitting, training
 from newsbeam_lab.deltas import low_rank_deltas
 from newsbeam_lab.finetune import (
     FineTuneSettings,
@@ -22,7 +23,6 @@ from newsbeam.labelling.adaptation import DOWN, UP, apply_weight_deltas
 from newsbeam.labelling.bert import load_bert
 from newsbeam.labelling.heads import load_heads
 from newsbeam.labelling.taxonomy import load_taxonomy
-from newsbeam_lab import finetune, training
 from tests.support.builders import (
     HAPPY_WORDS,
     SAD_WORDS,
@@ -172,7 +172,7 @@ def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_del
     labels = taxonomy.topic_ids
     targets = [labels.index("sport")] * 24 + [labels.index("weather")] * 24
     pooled = encoder.pooled_layers(encoder.tokenize(["passage: " + t for t in texts], 32), (1, 2, 3))
-    probe = training.fit_head("topic", labels, (1, 2, 3), pooled, np.asarray(targets), np.ones(48),
+    probe = head_fitting.fit_head("topic", labels, (1, 2, 3), pooled, np.asarray(targets), np.ones(48),
                               l2=0.01, hidden=16, epochs=5)
     rows = toy_task_rows(encoder, {"topic": probe}, {"topic": texts}, {"topic": targets})
     loss_before = weighted_loss(model, probe, rows["topic"], 1)
@@ -207,7 +207,7 @@ def test_fine_tunes_of_several_seeds_are_averaged_into_one_encoder_and_one_head(
     targets = [labels.index("sport")] * 16 + [labels.index("weather")] * 16
     probe_encoder = own_bert_encoder(tiny_path)
     pooled = probe_encoder.pooled_layers(probe_encoder.tokenize(["passage: " + t for t in texts], 32), (1, 3))
-    probe = training.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(32),
+    probe = head_fitting.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(32),
                               l2=0.01, hidden=8, epochs=3)
 
     def run(seed: int, seeds: int):
@@ -245,7 +245,7 @@ def test_task_epochs_give_each_task_its_own_passes_in_one_run(tiny_path, monkeyp
     probes = {}
     for task, labels in (("topic", taxonomy.topic_ids), ("sentiment", taxonomy.sentiment_ids)):
         pooled = encoder.pooled_layers(encoder.tokenize(["passage: " + t for t in texts[task]], 32), (1, 3))
-        probes[task] = training.fit_head(task, labels, (1, 3), pooled, np.asarray(targets[task]),
+        probes[task] = head_fitting.fit_head(task, labels, (1, 3), pooled, np.asarray(targets[task]),
                                          np.ones(len(texts[task])), l2=0.01, hidden=8, epochs=3)
     rows = toy_task_rows(encoder, probes, texts, targets)
     epochs_seen = []
@@ -273,7 +273,7 @@ def test_fine_tune_refuses_heads_reading_below_the_trained_layers(tiny_path):
     encoder = own_bert_encoder(tiny_path)
     texts = toy_sentences(SPORT_WORDS, 4, 1)
     pooled = encoder.pooled_layers(encoder.tokenize(texts, 32), (0, 3))
-    probe = training.fit_head("topic", ("sport", "weather"), (0, 3), pooled, np.zeros(4, int), np.ones(4))
+    probe = head_fitting.fit_head("topic", ("sport", "weather"), (0, 3), pooled, np.zeros(4, int), np.ones(4))
     rows = toy_task_rows(encoder, {"topic": probe}, {"topic": texts}, {"topic": [0] * 4})
     with pytest.raises(ValueError, match="reads layer 0"):
         fine_tune(encoder.model, rows, FineTuneSettings(from_layer=1, epochs=1))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from newsbeam_lab import head_fitting, training, training_data
 from newsbeam_lab.article_windows import ArticleWindows
 
 from newsbeam.labelling.heads import load_heads
 from newsbeam.labelling.taxonomy import load_taxonomy
-from newsbeam_lab import training
 from tests.support.builders import (
     FILLER,
     HAPPY_WORDS,
@@ -86,14 +86,14 @@ def test_features_are_cached_per_file_and_reused(trained_heads, tiny_encoder_pat
     assert len(cached) == 2  # one per training file
     encoder = load_encoder(tiny_encoder_path)
     texts = toy_sentences(SPORT_WORDS, 5, 3)
-    first = training.pooled_features(encoder, texts, (1, 3), 32, cache_dir=tmp_path)
+    first = head_fitting.pooled_features(encoder, texts, (1, 3), 32, cache_dir=tmp_path)
     (entry,) = tmp_path.glob("features-*.npy")
     assert np.load(entry).shape == (5, encoder.num_layers + 1, encoder.hidden_size)
-    again = training.pooled_features(encoder, texts, (1, 3), 32, cache_dir=tmp_path)
+    again = head_fitting.pooled_features(encoder, texts, (1, 3), 32, cache_dir=tmp_path)
     # bit for bit: heads fitted after a cold cache and after a warm one must be the same heads
     assert first.dtype == again.dtype == np.float32
     np.testing.assert_array_equal(first, again)
-    uncached = training.pooled_features(encoder, texts, (1, 3), 32)
+    uncached = head_fitting.pooled_features(encoder, texts, (1, 3), 32)
     np.testing.assert_array_equal(first, uncached)
 
 
@@ -105,7 +105,7 @@ def test_read_labelled_jsonl_maps_skips_and_uses_headline_and_body(tmp_path):
         {"text": "Unmapped.", "label": "cooking", "lang": "en"},
         {"text": "   ", "label": "sports", "lang": "en"},
     ])
-    rows = training.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids)
+    rows = training_data.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids)
     assert rows.texts == ["Cup final tonight\nThe team travels\nto the stadium.", "A plain sentence."]
     assert rows.labels == ["sport", "sport"]
     assert rows.languages == ["en", "und"]
@@ -147,7 +147,7 @@ def test_read_labelled_jsonl_adds_windows_of_bodies_with_the_row_label_and_langu
         {"text": " ".join(toy_article(60, seed=3)), "label": "sports", "lang": "en"},  # no body: no windows
     ])
     windows = ArticleWindows(load_encoder(tiny_encoder_path).tokenizer, count=5, window_tokens=24)
-    rows = training.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids, windows=windows)
+    rows = training_data.read_labelled_jsonl(path, {"sports": "sport"}, load_taxonomy().topic_ids, windows=windows)
     stretches = windows("cup", long_body)
     assert len(stretches) == 2  # 60 words: stretches of 19 tokens at 19 and 38, then a 3-word scrap
     assert rows.texts[1:3] == stretches and rows.texts[0].startswith("cup\n")
@@ -182,27 +182,27 @@ def test_train_heads_counts_article_windows_and_trains_on_them(tmp_path, tiny_en
 
 
 def test_parse_source_splits_only_a_map_suffix():
-    assert training.parse_source("data/*/train.jsonl@sib200") == ("data/*/train.jsonl", "sib200")
-    assert training.parse_source("data/x.jsonl@maps/my map.json") == ("data/x.jsonl", "maps/my map.json")
-    assert training.parse_source("data/user@host/x.jsonl") == ("data/user@host/x.jsonl", None)
-    assert training.parse_source("x.jsonl") == ("x.jsonl", None)
+    assert training_data.parse_source("data/*/train.jsonl@sib200") == ("data/*/train.jsonl", "sib200")
+    assert training_data.parse_source("data/x.jsonl@maps/my map.json") == ("data/x.jsonl", "maps/my map.json")
+    assert training_data.parse_source("data/user@host/x.jsonl") == ("data/user@host/x.jsonl", None)
+    assert training_data.parse_source("x.jsonl") == ("x.jsonl", None)
 
 
 def test_missing_training_files_fail_with_the_pattern(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
-        training.read_sources([str(tmp_path / "nothing-here*.jsonl")], ["sport"])
+        training_data.read_sources([str(tmp_path / "nothing-here*.jsonl")], ["sport"])
 
 
 def test_balanced_weights_even_out_sources_and_labels():
     labels = np.array([0] * 90 + [1] * 10 + [0] * 5 + [1] * 5)
     sources = ["big"] * 100 + ["small"] * 10
-    weights = training.balanced_weights(labels, sources, 3, source_power=0.0)
+    weights = head_fitting.balanced_weights(labels, sources, 3, source_power=0.0)
     assert weights.mean() == pytest.approx(1.0)
     assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
     # with equal source weight, the 10 small-source rows together weigh as much as the 100 big ones
     # before label balancing; label balancing then rescales per label, keeping the within-label ratio
     assert weights[100] / weights[0] == pytest.approx(10.0)
-    proportional = training.balanced_weights(labels, sources, 3, source_power=1.0)
+    proportional = head_fitting.balanced_weights(labels, sources, 3, source_power=1.0)
     assert proportional[100] / proportional[0] == pytest.approx(1.0)
 
 
@@ -212,7 +212,7 @@ def test_fit_head_linear_and_mlp_separate_gaussian_blobs():
     label_ids = np.repeat(np.arange(3), 50)
     pooled = (centres[label_ids] + rng.normal(size=(150, 2, 8))).astype(np.float32)
     for hidden in (0, 16):
-        head = training.fit_head("sentiment", ["negative", "neutral", "positive"], (4, 6), pooled, label_ids,
+        head = head_fitting.fit_head("sentiment", ["negative", "neutral", "positive"], (4, 6), pooled, label_ids,
                                  np.ones(150), l2=0.01, hidden=hidden, epochs=60)
         accuracy = np.mean(head.logits(pooled).argmax(axis=1) == label_ids)
         assert accuracy > 0.95, (hidden, accuracy)
@@ -226,9 +226,9 @@ def test_fit_temperature_recovers_the_temperature_labels_were_drawn_at():
     probabilities = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     labels = np.array([rng.choice(5, p=row) for row in probabilities])
-    assert training.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    assert head_fitting.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
     # labels the logits always get right: sharper is better, so the fitted temperature falls below 1
-    assert training.fit_temperature(logits, logits.argmax(axis=1)) < 0.5
+    assert head_fitting.fit_temperature(logits, logits.argmax(axis=1)) < 0.5
 
 
 def test_temperature_softens_scores_without_changing_the_best_label():
@@ -247,22 +247,22 @@ def test_temperature_softens_scores_without_changing_the_best_label():
 
 
 def test_resolve_layers_accepts_negative_indices_and_rejects_out_of_range():
-    assert training.resolve_layers((-1, 6, 8, -3), 12) == (6, 8, 10, 12)
+    assert head_fitting.resolve_layers((-1, 6, 8, -3), 12) == (6, 8, 10, 12)
     with pytest.raises(ValueError, match="out of range"):
-        training.resolve_layers((13,), 12)
+        head_fitting.resolve_layers((13,), 12)
 
 
 def test_default_recipe_points_at_shared_data_and_own_examples():
-    data = training.default_data("/data")
+    data = training_data.default_data("/data")
     assert "/data/topic/sib200/*/train.jsonl@sib200" in data["topic"]
     assert "/data/sentiment/xlmt/*/train.jsonl@xlmt" in data["sentiment"]
     own = [spec for spec in data["topic"] if "topic_*.jsonl" in spec]
-    assert own and training.expand_pattern(own[0])
+    assert own and training_data.expand_pattern(own[0])
     assert not any("dev" in spec or "val" in spec for specs in data.values() for spec in specs)
 
 
 def test_own_written_examples_cover_the_subjects_public_sets_lack():
-    rows = training.read_sources([str(training.OWN_TRAINING_DIR / "topic_*.jsonl")], load_taxonomy().topic_ids)
+    rows = training_data.read_sources([str(training_data.OWN_TRAINING_DIR / "topic_*.jsonl")], load_taxonomy().topic_ids)
     counts = {label: rows.labels.count(label) for label in set(rows.labels)}
     for subject in ("conflict_war_peace", "crime_law_justice", "disaster_accident_emergency", "education",
                     "human_interest", "labour", "society", "weather"):

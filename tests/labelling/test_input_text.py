@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from newsbeam_lab import head_fitting
 
 from newsbeam.labelling.input_text import model_text
-from newsbeam_lab import training
 from tests.support.builders import save_tiny_bert
 
 ESCAPED_TWEET = r"Brilliant\u002c I\u2019m at the #cufidc session \ud83d\ude02 &amp;amp; more"
@@ -47,15 +47,15 @@ def test_training_and_the_labeller_read_the_same_decoded_tokens(tiny_encoder):
     from newsbeam.labelling.taxonomy import load_taxonomy
 
     escaped, decoded = "great win &amp; joy", "great win & joy"
-    training_ids = training.passage_token_ids(tiny_encoder, [escaped, decoded], 32)
+    training_ids = head_fitting.passage_token_ids(tiny_encoder, [escaped, decoded], 32)
     assert training_ids[0] == training_ids[1]
     labeller = Labeller(tiny_encoder, load_taxonomy(None), max_tokens=32)
     assert labeller.token_ids([escaped]) == [training_ids[1]]
 
 
 def test_feature_cache_is_keyed_by_the_text_the_encoder_reads(tiny_encoder, tmp_path):
-    escaped = training.pooled_features(tiny_encoder, ["great win &amp; joy"], (1,), 32, cache_dir=tmp_path)
-    decoded = training.pooled_features(tiny_encoder, ["great win & joy"], (1,), 32, cache_dir=tmp_path)
+    escaped = head_fitting.pooled_features(tiny_encoder, ["great win &amp; joy"], (1,), 32, cache_dir=tmp_path)
+    decoded = head_fitting.pooled_features(tiny_encoder, ["great win & joy"], (1,), 32, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("features-*.npy"))) == 1  # one entry serves both spellings
     np.testing.assert_allclose(escaped, decoded, atol=1e-2)
     assert escaped.shape == (1, 1, tiny_encoder.hidden_size)

@@ -1,0 +1,57 @@
+"""The lab's labels of shared data, stored as references: ``file`` + ``id`` name
+a row of the public data under the data root, ``topic`` / ``sentiment`` /
+``confidence`` are ours. The text is read from the data root at training time
+and never copied into the project (lab/labels/README.md).
+
+A fixed share of the referenced rows is the real-news dev set: chosen by a
+hash of (file, id), so it never changes when files are added or re-read, and
+training never sees it (:func:`split_of`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from typing import Optional
+
+DEV_PERCENT = 15
+TRAIN, DEV = "train", "dev"
+LOW_CONFIDENCE = "low"  # unclear or not news: kept out of training and of the dev set
+
+
+def is_reference(row: dict) -> bool:
+    return "file" in row and "id" in row and not (row.get("text") or row.get("headline") or row.get("body"))
+
+
+def split_of(file: str, row_id: str) -> str:
+    """``dev`` for DEV_PERCENT % of the rows, by a hash of where the row lives."""
+    digest = hashlib.sha256(f"{file}\n{row_id}".encode("utf-8")).digest()
+    return DEV if int.from_bytes(digest[:4], "big") % 100 < DEV_PERCENT else TRAIN
+
+
+@lru_cache(maxsize=16)
+def _rows_by_id(path: str) -> dict[str, dict]:
+    rows = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                rows[str(row["id"])] = row
+    return rows
+
+
+def resolve(reference: dict, data_root: Optional[str]) -> dict:
+    """The shared row a reference names, with the reference's labels on it."""
+    if not data_root:
+        raise ValueError(f"labels of shared data ({reference['file']}) need --data_root")
+    path = os.path.join(data_root, reference["file"])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: the shared file a label refers to is missing (check --data_root)")
+    shared = _rows_by_id(path).get(str(reference["id"]))
+    if shared is None:
+        raise ValueError(f"{reference['file']} has no row with id {reference['id']!r}")
+    row = {key: shared[key] for key in ("text", "headline", "body", "lang") if key in shared}
+    # the shared row's own label (for ANT a newsroom desk) is not copied: ours are
+    row.update({key: value for key, value in reference.items() if key not in ("file", "id")})
+    return row

@@ -1,0 +1,113 @@
+"""Labels of shared data stored as (file, id, labels): read back with the shared
+text, split into train and a dev share that training never sees."""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+from newsbeam_lab import shared_labels, training_data
+
+from newsbeam.labelling.taxonomy import load_taxonomy
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED_FILE = "topic/desk_corpus/train.jsonl"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def shared_root(tmp_path) -> Path:
+    """A shared data root with one desk-labelled corpus, as ANT v2.1 is laid out."""
+    rows = [{"id": f"desk/{n}", "headline": f"Headline {n}", "body": f"Body of article {n}.", "lang": "ar",
+             "label": "middleEast", "text": f"Headline {n}\n\nBody of article {n}."} for n in range(200)]
+    write_jsonl(tmp_path / "data" / SHARED_FILE, rows)
+    return tmp_path / "data"
+
+
+def reference(n: int, topic: str = "crime_law_justice", sentiment: str = "negative", confidence: str = "high") -> dict:
+    return {"file": SHARED_FILE, "id": f"desk/{n}", "topic": topic, "sentiment": sentiment, "confidence": confidence}
+
+
+def test_the_dev_share_is_fixed_by_where_a_row_lives_and_about_fifteen_percent():
+    splits = [shared_labels.split_of("topic/x/train.jsonl", f"row-{n}") for n in range(10_000)]
+    share = splits.count(shared_labels.DEV) / len(splits)
+    assert 0.13 < share < 0.17
+    assert splits == [shared_labels.split_of("topic/x/train.jsonl", f"row-{n}") for n in range(10_000)]
+
+
+def test_references_read_the_shared_text_with_our_labels_and_never_the_dev_share(tmp_path, shared_root):
+    labels = write_jsonl(tmp_path / "labels.jsonl", [reference(n) for n in range(200)])
+    topic_ids = load_taxonomy().topic_ids
+    train = training_data.read_labelled_jsonl(labels, None, topic_ids, task="topic", data_root=str(shared_root))
+    dev = training_data.read_labelled_jsonl(labels, None, topic_ids, task="topic", data_root=str(shared_root),
+                                            split=shared_labels.DEV)
+    assert len(train.texts) + len(dev.texts) == 200 and dev.texts and train.texts
+    assert not set(train.texts) & set(dev.texts)  # a dev row never trains
+    assert set(train.labels) == {"crime_law_justice"}  # ours, not the desk's "middleEast"
+    assert train.texts[0].startswith("Headline ") and "Body of article" in train.texts[0]
+    assert set(train.languages) == {"ar"}
+    expected_dev = {f"Headline {n}" for n in range(200)
+                    if shared_labels.split_of(SHARED_FILE, f"desk/{n}") == shared_labels.DEV}
+    assert {text.split("\n")[0] for text in dev.texts} == expected_dev
+
+
+def test_each_task_reads_its_own_label_and_low_confidence_rows_stay_out(tmp_path, shared_root):
+    train_ids = [n for n in range(200) if shared_labels.split_of(SHARED_FILE, f"desk/{n}") == shared_labels.TRAIN]
+    rows = [reference(train_ids[0], "sport", "positive"), reference(train_ids[1], "weather", "neutral", "low")]
+    labels = write_jsonl(tmp_path / "labels.jsonl", rows)
+    taxonomy = load_taxonomy()
+    topics = training_data.read_labelled_jsonl(labels, None, taxonomy.topic_ids, task="topic",
+                                               data_root=str(shared_root))
+    sentiments = training_data.read_labelled_jsonl(labels, None, taxonomy.sentiment_ids, task="sentiment",
+                                                   data_root=str(shared_root))
+    assert topics.labels == ["sport"] and sentiments.labels == ["positive"]
+    assert topics.skipped == 1 and sentiments.skipped == 1
+
+
+def test_written_rows_carry_a_topic_in_label_and_a_sentiment_of_their_own(tmp_path):
+    path = write_jsonl(tmp_path / "written.jsonl", [
+        {"headline": "Storm warning for the coast", "body": "Gales of 100 km/h are expected tonight.",
+         "label": "weather", "sentiment": "negative", "lang": "en"}])
+    taxonomy = load_taxonomy()
+    assert training_data.read_labelled_jsonl(path, None, taxonomy.topic_ids, task="topic").labels == ["weather"]
+    assert training_data.read_labelled_jsonl(path, None, taxonomy.sentiment_ids,
+                                             task="sentiment").labels == ["negative"]
+
+
+def test_a_reference_without_its_shared_data_is_a_clear_error(tmp_path, shared_root):
+    labels = write_jsonl(tmp_path / "labels.jsonl", [reference(n) for n in range(20)])
+    topic_ids = load_taxonomy().topic_ids
+    with pytest.raises(ValueError, match="need --data_root"):
+        training_data.read_labelled_jsonl(labels, None, topic_ids, task="topic", data_root=None)
+    missing = write_jsonl(tmp_path / "missing.jsonl", [dict(reference(0), id="desk/nowhere") for _ in range(20)])
+    with pytest.raises(ValueError, match="no row with id 'desk/nowhere'"):
+        training_data.read_sources([missing], topic_ids, task="topic", data_root=str(shared_root),
+                                   split=shared_labels.split_of(SHARED_FILE, "desk/nowhere"))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "topic" / "ant_v21").is_dir(), reason="needs ../shared/data (the team's data)")
+def test_the_recipe_has_150_news_rows_per_subject_in_six_languages_with_arabic_english_and_french():
+    taxonomy = load_taxonomy()
+    recipe = training_data.default_data(str(SHARED_DATA))
+    rows = training_data.read_sources(recipe["topic"], taxonomy.topic_ids, task="topic", data_root=str(SHARED_DATA))
+    news_sources = {spec for spec in recipe["topic"] if "sib200" not in spec}  # SIB-200 is sentences, not news
+    per_subject = collections.Counter()
+    languages = collections.defaultdict(set)
+    for label, language, source in zip(rows.labels, rows.languages, rows.sources):
+        if source in news_sources:
+            per_subject[label] += 1
+            languages[label].add(language)
+    short = {subject: per_subject[subject] for subject in taxonomy.topic_ids if per_subject[subject] < 150}
+    narrow = {subject: sorted(languages[subject]) for subject in taxonomy.topic_ids
+              if len(languages[subject]) < 6 or not {"ar", "en", "fr"} <= languages[subject]}
+    assert short == {} and narrow == {}
+    sentiments = training_data.read_sources(recipe["sentiment"], taxonomy.sentiment_ids, task="sentiment",
+                                            data_root=str(SHARED_DATA))
+    news_sentiment = [label for label, source in zip(sentiments.labels, sentiments.sources) if "xlmt" not in source]
+    assert min(collections.Counter(news_sentiment).values()) >= 500  # news sentiment next to the tweets
