@@ -17,13 +17,8 @@ import pytest
 from newsbeam.layout import COMPACT_LOCK_NAME as LOCK_NAME
 from newsbeam.layout import PART_NAME_RE, run_key_of
 from newsbeam.pipeline.cli import main
-from newsbeam.pipeline.compact import (
-    CompactionLocked,
-    compact_dataset,
-    find_leaf_folders,
-    parse_partition,
-    rows_per_output_file,
-)
+from newsbeam.pipeline.compact import CompactionLocked, compact_dataset
+from newsbeam.pipeline.compaction_files import find_leaf_folders, parse_partition, rows_per_output_file
 from newsbeam.schema import FILE_SCHEMA
 from tests.support.datasets import sample_article, write_articles
 
