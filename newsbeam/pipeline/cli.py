@@ -276,15 +276,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not module.startswith("newsbeam_lab") or (error.name or "").split(".")[0] != "newsbeam_lab":
                 raise  # a broken runtime module is a bug, not a missing extra
             missing[name] = module
-            sub.add_argument("rest", nargs=argparse.REMAINDER)
             continue
         add_arguments(sub)
+    if argv and argv[0] in missing:  # before parsing: the command's own flags are unknown without the lab
+        print(f"newsbeam {argv[0]}: the lab is not installed ({LAB_INSTALL_HINT})", file=sys.stderr)
+        return EXIT_CONFIG
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return EXIT_CONFIG
-    if args.command in missing:
-        print(f"newsbeam {args.command}: the lab is not installed ({LAB_INSTALL_HINT})", file=sys.stderr)
         return EXIT_CONFIG
     try:
         return int(handlers[args.command](args) or 0)

@@ -1,0 +1,30 @@
+"""eval and train-heads come from the lab; without it they say how to get it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# A runtime-only install (a Dataflow worker, a plain `pip install .`) has no newsbeam_lab.
+WITHOUT_LAB = ("import sys; sys.modules['newsbeam_lab'] = None; "
+               "from newsbeam.pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("arguments", [["eval", "--dev_report", "--data_root", "/data"],
+                                       ["train-heads", "--tasks", "topic"]], ids=["eval", "train-heads"])
+def test_a_lab_command_without_the_lab_says_how_to_install_it_in_one_line(arguments):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_LAB, *arguments], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"newsbeam {arguments[0]}: the lab is not installed (pip install -e ./lab (from a newsbeam checkout))"]
+
+
+def test_the_runtime_commands_work_without_the_lab(tmp_path):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_LAB, "query", "--data", str(tmp_path), "SELECT 1 AS one"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "one" in result.stdout and "1" in result.stdout
