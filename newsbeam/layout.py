@@ -1,7 +1,7 @@
 """The dataset's layout on disk, defined once: every module that names a
 folder, builds or parses a file name, or globs the dataset asks this one.
 
-    <output>/<key>=<value>/.../part-<run_id>[-w<start>p<pane>]-<hash8>-<nnnn>.parquet
+    <output>/<key>=<value>/.../part-<run_id>-h<hash8>[-w<start>p<pane>]-<nnnn>.parquet
     <output>/_tmp/<run_id>/<uuid>.parquet.inprogress     a run's files before its commit
     <output>/_tmp/<run_id>/OWNER                          host, pid and start of a run on this machine
     <output>/_tmp/compact-<id>/                           a compaction's staging area
@@ -46,8 +46,19 @@ HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 SUPPORTED_PARTITION_KEYS = ("dt", "lang", "month", "year", "source_host")
 DEFAULT_PARTITION_KEYS = ("dt", "lang")
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # run ids name files and folders
-PART_NAME_RE = re.compile(r"^part-(?P<run>.+?)(?:-w-?\d+p\d+)?-[0-9a-f]{8}-\d{4}\.parquet$")
+# Run ids name files and folders. "\Z", not "$": "$" also matches before a
+# trailing newline, which would let "nightly\n" through as a file name.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
+# The run key ends where "-h<hash8>" begins: after it come only the optional
+# window tag and the number, neither of which can contain "-h<hex>", so a run
+# id that itself ends like a window tag or a hash still parses back whole.
+# Numbers are at least four digits (the 10,000th file has five).
+PART_NAME_RE = re.compile(r"^part-(?P<run>.+)-h[0-9a-f]{8}(?:-w-?\d+p\d+)?-\d{4,}\.parquet\Z")
+# Names written before the "h" marker (window tag before the hash). Its
+# hash segment is plain hex, never "h" + hex, so the two forms never overlap,
+# and these files keep the run key they always had (a run id ending like
+# "-w1p2" is read as a window tag there: those names cannot tell).
+LEGACY_PART_NAME_RE = re.compile(r"^part-(?P<run>.+?)(?:-w-?\d+p\d+)?-[0-9a-f]{8}-\d{4,}\.parquet\Z")
 PARTITION_SEGMENT_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9_]*)=(?P<value>.+)$")
 LANGUAGE_VALUE_RE = re.compile(r"^[a-z]{2,3}$")
 DATE_VALUE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -62,7 +73,7 @@ def new_run_id(now: Optional[dt.datetime] = None) -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id):
+    if not RUN_ID_RE.fullmatch(run_id):
         raise ValueError(f"run id {run_id!r} may only use letters, digits, '_', '.' and '-' (it names files)")
     return run_id
 
@@ -129,12 +140,12 @@ def part_name(run_key: str, partition: str, number: int, window_tag: str = "") -
     (dead letters) and lets a retried commit find its own files.
     """
     partition_hash = hashlib.sha256(partition.encode()).hexdigest()[:8]
-    return f"part-{run_key}{window_tag}-{partition_hash}-{number:04d}.parquet"
+    return f"part-{run_key}-h{partition_hash}{window_tag}-{number:04d}.parquet"
 
 
 def run_key_of(file_name: str) -> str:
     """The run a data file belongs to (compacted files are their own key)."""
-    match = PART_NAME_RE.match(file_name)
+    match = PART_NAME_RE.match(file_name) or LEGACY_PART_NAME_RE.match(file_name)
     return match.group("run") if match else file_name.rsplit(".", 1)[0]
 
 
@@ -170,18 +181,35 @@ def compact_lock_path(output: str) -> str:
 
 # ---- globs --------------------------------------------------------------------------
 
-def _is_article_file(path: str) -> bool:
-    return not any(f"/{folder}/" in path for folder in (ERRORS_DIR, TMP_DIR, RUNS_DIR))
+def _article_files(output: str, name_glob: str) -> list[str]:
+    """Files named like ``name_glob`` anywhere below ``output``, outside ``_tmp``, ``_errors`` and ``_runs``.
+
+    Only the path below ``output`` is looked at: an output folder that itself
+    lives inside a folder named ``_tmp`` (say) still lists its data.
+    """
+    below = join_path(output, "**")
+    root = below[: -len("**")]  # every listed path starts with the glob's own prefix
+    found = []
+    for path in list_paths(join_path(below, name_glob)):
+        relative = path[len(root):] if path.startswith(root) else path
+        if not set(relative.replace("\\", "/").split("/")[:-1]) & {ERRORS_DIR, TMP_DIR, RUNS_DIR}:
+            found.append(path)
+    return found
 
 
 def data_files(output: str) -> list[str]:
     """Every committed article file (any run, compacted ones too)."""
-    return [path for path in list_paths(join_path(output, "**", "part-*.parquet")) if _is_article_file(path)]
+    return _article_files(output, "part-*.parquet")
 
 
 def committed_files(output: str, run_id: str) -> list[str]:
-    """The article files one run committed."""
-    return [path for path in list_paths(join_path(output, "**", f"part-{run_id}-*.parquet")) if _is_article_file(path)]
+    """The article files one run committed.
+
+    The glob also matches runs whose id extends this one (``daily`` and
+    ``daily-2``): each name's run key must be exactly ``run_id``.
+    """
+    return [path for path in _article_files(output, f"part-{run_id}-*.parquet")
+            if run_key_of(filesystems().split(path)[1]) == run_id]
 
 
 def run_error_files(output: str, run_id: str) -> str:
@@ -251,6 +279,11 @@ def write_text_atomically(path: str, text: str) -> None:
     temp = f"{path}.inprogress-{os.getpid()}"
     with filesystems().create(temp) as handle:
         handle.write(text.encode("utf-8"))
+    if is_local(path):
+        # Local disk: os.replace swaps the file in one step, so a reader (or a
+        # kill -9) never finds it missing.
+        os.replace(temp, path)
+        return
     if filesystems().exists(path):
-        filesystems().delete([path])  # GCS rename does not overwrite; local os.rename would
+        filesystems().delete([path])  # GCS (and other object stores): rename does not overwrite
     filesystems().rename([temp], [path])

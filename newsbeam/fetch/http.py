@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
@@ -28,23 +27,21 @@ from newsbeam import __version__
 from newsbeam.fetch.addresses import AddressCheckingAdapter, ConnectFailure, is_private_address
 from newsbeam.fetch.body import BodyFailure, read_body
 from newsbeam.fetch.deadline import SocketDeadline
-from newsbeam.normalise import SECRET_WORDS, redact_url
+from newsbeam.normalise import redact_text, redact_url
 
 __all__ = ["FetchError", "FetchPolicy", "FetchResult", "HttpFetcher", "fetch_policy_from",
            "is_private_address", "page_fetch_policy_from"]
 
 LOGGER = logging.getLogger(__name__)
-SECRET_IN_TEXT_RE = re.compile(
-    r"((?:[\w-]*(?:" + "|".join(SECRET_WORDS) + r")[\w-]*)=)[^&\s\"']+", re.IGNORECASE
-)
 
 
 class RedactSecretsFilter(logging.Filter):
-    """urllib3 logs request lines with their query strings at DEBUG; mask secret values."""
+    """urllib3 logs request lines with their query strings at DEBUG; mask secret values
+    (by normalise's rule: one place says what a secret looks like)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = SECRET_IN_TEXT_RE.sub(r"\1REDACTED", message)
+        redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -119,6 +116,9 @@ class FetchError(Exception):
 
     def __init__(self, reason: str, detail: str = "", url: Optional[str] = None,
                  status: Optional[int] = None) -> None:
+        # Details quote URLs (a redirect's hops, an HTTP library's message):
+        # redacted here, so no caller can store or log a credential by forgetting to.
+        detail = redact_text(detail) or ""
         super().__init__(reason, detail, url, status)
         self.reason = reason
         self.detail = detail
@@ -126,8 +126,6 @@ class FetchError(Exception):
         self.status = status
 
     def __str__(self) -> str:
-        from newsbeam.normalise import redact_url
-
         where = f" ({redact_url(self.url)})" if self.url else ""
         return f"{self.reason}: {self.detail}{where}" if self.detail else f"{self.reason}{where}"
 
@@ -292,7 +290,8 @@ class HttpFetcher:
                 return current, response
             target = urljoin(current, location.strip())
             if target in visited:
-                raise FetchError("redirect_loop", f"redirect from {current} back to {target}", url)
+                raise FetchError("redirect_loop",
+                                 f"redirect from {redact_url(current)} back to {redact_url(target)}", url)
             current = target
         raise FetchError("too_many_redirects",
                          f"more than {self.policy.max_redirects} redirects", url)

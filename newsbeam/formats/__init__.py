@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from typing import Iterable, Iterator, Optional
 
 from newsbeam.formats import html, jsonl, text
@@ -16,6 +17,7 @@ from newsbeam.records import RawEntry
 
 SUPPORTED_EXTENSIONS = FEED_EXTENSIONS + jsonl.EXTENSIONS + text.EXTENSIONS + html.EXTENSIONS
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+GLOB_CHARS = "*?["
 
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
@@ -28,7 +30,10 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
     ``gs://`` pattern ending in ``/`` is read as a folder.
 
     A pattern that matches nothing is an error: a typo in a scheduled job
-    should fail loudly, not ingest nothing forever.
+    should fail loudly, not ingest nothing forever. So is a file named on its
+    own whose type no format reads. Files and folders hidden *below* the
+    folder a pattern names (``.git/``, ``.draft.jsonl``) are skipped; hidden
+    folders above it (``~/.cache/drop/``) are the user's choice, not ours.
     """
     found: set[str] = set()
     for pattern in patterns:
@@ -37,8 +42,51 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
             paths = _matched_files(pattern)
         if not paths:
             raise ValueError(f"--inputs {pattern!r} matches no file")
-        found.update(p for p in paths if p.lower().endswith(SUPPORTED_EXTENSIONS) and not _is_hidden(p))
+        if _names_one_file(pattern, paths):
+            check_supported(pattern)
+            found.update(paths)
+            continue
+        base = named_folder(pattern)
+        found.update(p for p in paths if p.lower().endswith(SUPPORTED_EXTENSIONS) and not is_hidden_below(p, base))
     return sorted(found)
+
+
+def check_supported(path: str) -> None:
+    """A file the user named must be one a format reads: dropping it quietly hides a mistake."""
+    if not path.lower().endswith(SUPPORTED_EXTENSIONS):
+        raise ValueError(f"--inputs {path!r}: unsupported file type (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+
+
+def watch_glob(pattern: str) -> tuple[str, bool]:
+    """How a streaming run watches ``pattern``, by :func:`expand_inputs`' rule:
+    the Beam glob to poll, and whether it stands for an existing local path.
+
+    A local path that exists is watched as itself. Beam's globs have no
+    escape, so each glob character in its name becomes "?" (which matches that
+    character too) and :func:`is_watched` keeps only the path and what is
+    below it. A name without glob characters that does not exist yet is a
+    folder to come; anything else is a glob.
+    """
+    if "://" not in pattern and os.path.exists(pattern):
+        glob = re.sub(r"[*?\[]", "?", pattern)
+        if os.path.isfile(pattern):
+            check_supported(pattern)
+            return glob, True
+        return glob.rstrip("/\\") + "/**", True
+    if any(ch in pattern for ch in GLOB_CHARS):
+        return pattern, False
+    return pattern.rstrip("/") + "/**", False
+
+
+def is_watched(path: str, named: str, literal: bool) -> bool:
+    """Whether a path a watch's glob matched is one to read: for an existing
+    path (``literal``) that path or a file below it, and never hidden below ``named``
+    (:func:`named_folder` of the pattern)."""
+    if literal:
+        top, found = named.replace("\\", "/").rstrip("/"), path.replace("\\", "/")
+        if found != top and not found.startswith(top + "/"):
+            return False
+    return not is_hidden_below(path, named)
 
 
 def _existing_local_files(path: str) -> Optional[list[str]]:
@@ -55,13 +103,33 @@ def _existing_local_files(path: str) -> Optional[list[str]]:
 
 def _matched_files(pattern: str) -> list[str]:
     # Object stores have no folders to ask about: a trailing "/" says "everything below".
-    if "://" in pattern and pattern.endswith("/") and not any(ch in pattern for ch in "*?["):
+    if "://" in pattern and pattern.endswith("/") and not any(ch in pattern for ch in GLOB_CHARS):
         pattern = posixpath.join(pattern.rstrip("/"), "**")
     return [result.path for result in _filesystems().match([pattern])[0].metadata_list]
 
 
-def _is_hidden(path: str) -> bool:
-    return any(part.startswith(".") for part in path.replace("\\", "/").split("/")[-3:])
+def _names_one_file(pattern: str, paths: list[str]) -> bool:
+    """Whether ``pattern`` names a file, not a folder or a glob (a local file, or one object)."""
+    if "://" not in pattern:
+        return os.path.isfile(pattern)
+    return paths == [pattern] and not any(ch in pattern for ch in GLOB_CHARS)
+
+
+def named_folder(pattern: str) -> str:
+    """Where a pattern starts: the path itself when it exists or has no glob
+    characters, else the part before the first glob character, cut at its last "/"."""
+    if ("://" not in pattern and os.path.exists(pattern)) or not any(ch in pattern for ch in GLOB_CHARS):
+        return pattern
+    fixed = re.match(r"[^*?\[]*", pattern).group(0).replace("\\", "/")
+    return fixed[: fixed.rfind("/") + 1]
+
+
+def is_hidden_below(path: str, folder: str) -> bool:
+    """Whether a file or folder between ``folder`` and ``path`` (the file included) starts with '.'."""
+    path = path.replace("\\", "/")
+    folder = folder.replace("\\", "/")
+    below = path[len(folder):] if path.startswith(folder) else path
+    return any(part.startswith(".") for part in below.split("/"))
 
 
 def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:

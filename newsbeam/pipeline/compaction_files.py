@@ -176,7 +176,7 @@ def rows_per_output_file(rows: int, data_bytes: int, target_file_bytes: int) -> 
 
 
 def compacted_name(compact_id: str, partition: str, number: int) -> str:
-    """Same shape as the sink's ``part-<run_id>-<hash>-<nnnn>``, run id ``compact-<id>``."""
+    """Same shape as the sink's ``part-<run_id>-h<hash>-<nnnn>``, run id ``compact-<id>``."""
     return part_name(f"{COMPACT_STAGING_PREFIX}{compact_id}", partition, number)
 
 

@@ -74,12 +74,15 @@ class WatchFiles(beam.PTransform):
     def expand(self, pbegin):
         from apache_beam.io import fileio
 
-        from newsbeam.formats import SUPPORTED_EXTENSIONS
+        from newsbeam.formats import SUPPORTED_EXTENSIONS, is_watched, named_folder, watch_glob
 
         stop = Timestamp.of(time.time() + self.max_duration) if self.max_duration else None
         matched = []
         for number, pattern in enumerate(self.patterns):
-            glob = pattern if any(ch in pattern for ch in "*?[") else pattern.rstrip("/") + "/**"
+            # The batch rule (formats.expand_inputs): a path that exists is
+            # itself, even with glob characters in its name; hidden files
+            # below the named folder are skipped.
+            (glob, literal), named = watch_glob(pattern), named_folder(pattern)
             # Beam's own dedup here (Watch) does not wait between polls on the
             # local FnApiRunner; matching every poll and keeping each path's
             # first sighting in state works the same on every runner.
@@ -90,6 +93,8 @@ class WatchFiles(beam.PTransform):
                     stop_timestamp=stop or Timestamp.of(2**62 / 1e6), empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW,
                 )
                 | f"PathOf{number}" >> beam.Map(lambda metadata: metadata.path)
+                | f"WatchedOf{number}" >> beam.Filter(
+                    lambda path, named=named, literal=literal: is_watched(path, named, literal))
             )
         paths = matched[0] if len(matched) == 1 else tuple(matched) | "MergeWatched" >> beam.Flatten()
         return (

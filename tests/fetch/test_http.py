@@ -183,6 +183,20 @@ def test_fetcher_pickles_without_its_session(http_server):
     clone.close()
 
 
+def test_a_redirect_loops_error_quotes_its_urls_without_their_secrets(http_server, fetcher):
+    http_server.route("/a", Response(302, headers={"Location": "/b?token=abc"}))
+    http_server.route("/b", Response(302, headers={"Location": "/a?token=abc"}))
+    url = http_server.url("/a?token=abc").replace("http://", "http://user:secret@")
+
+    with pytest.raises(FetchError) as caught:
+        fetcher.fetch(url)
+
+    error = caught.value
+    assert error.reason == "redirect_loop" and "/b?token=REDACTED" in error.detail
+    for text in (str(error), error.detail, repr(error.args[:2])):
+        assert "secret" not in text and "abc" not in text, text
+
+
 def test_fetch_error_pickles_with_reason():
     error = FetchError("http_503", "server answered 503", "http://example.com/", 503)
 

@@ -201,3 +201,14 @@ def test_run_id_with_path_separators__refused_as_configuration_error(tmp_path, c
     assert sorted(str(path) for path in created if not path.is_relative_to(root)) in ([], [str(tmp_path / "a")])
     assert code == 2
     assert "--run_id" in capsys.readouterr().err
+
+
+def test_run_id_with_a_trailing_newline__refused_as_configuration_error(tmp_path, capsys):
+    """'$' matches before a final newline: 'nightly\\n' must be refused like any run id that can't name a file."""
+    output = tmp_path / "out"
+
+    code = run_cli("--output", str(output), "--run_id", "nightly\n", *FAST)
+
+    assert code == 2
+    assert "--run_id" in capsys.readouterr().err
+    assert not output.exists()

@@ -113,13 +113,44 @@ def test_read_files_fails_while_the_graph_is_built_for_a_pattern_that_matches_no
         beam.Pipeline(runner=FnApiRunner()) | ReadFiles([pattern])
 
 
-@pytest.mark.xfail(strict=True, reason="_is_hidden looks at the last three path parts, so an input folder that "
-                                       "lives under a hidden folder (~/.cache/drop/) is silently skipped")
 def test_an_input_folder_inside_a_hidden_folder_is_still_read(tmp_path):
     drop = tmp_path / ".staging" / "drop"
     drop.mkdir(parents=True)
     (drop / "a.jsonl").write_text(jsonl([{"title": "Kept", "body": "b"}]), encoding="utf-8")
     assert expand_inputs([str(drop)]) == [str(drop / "a.jsonl")]
+
+
+def test_hidden_means_hidden_below_the_named_folder_for_folders_and_globs(tmp_path):
+    files = make_inputs(tmp_path / ".cache" / "in")  # hidden above what is named: not our business
+    visible = sorted(str(files[k]) for k in ("jsonl", "json", "txt", "html", "feed"))
+    assert expand_inputs([str(tmp_path / ".cache" / "in")]) == visible
+    assert expand_inputs([str(tmp_path / ".cache" / "in" / "**")]) == visible  # .draft.jsonl, .git/ still skipped
+    assert expand_inputs([str(tmp_path / ".cache" / "*" / "*.jsonl")]) == [str(files["jsonl"])]
+
+
+def test_a_hidden_file_named_on_its_own_is_read(tmp_path):
+    files = make_inputs(tmp_path / "in")
+    assert expand_inputs([str(files["hidden"])]) == [str(files["hidden"])]
+
+
+def test_a_named_file_of_an_unsupported_type_is_an_error_naming_it_and_the_supported_types(tmp_path):
+    files = make_inputs(tmp_path / "in")
+    with pytest.raises(ValueError, match="unsupported file type") as caught:
+        expand_inputs([str(files["jsonl"]), str(files["csv"])])
+    assert str(files["csv"]) in str(caught.value) and ".jsonl" in str(caught.value) and ".html" in str(caught.value)
+    assert expand_inputs([str(tmp_path / "in")]) == sorted(  # inside a folder it is one of many: skipped
+        str(files[k]) for k in ("jsonl", "json", "txt", "html", "feed"))
+
+
+def test_the_cli_refuses_a_named_unsupported_file_in_one_line_with_exit_2(tmp_path, capsys):
+    from tests.support.pipelines import run_cli
+
+    files = make_inputs(tmp_path / "in")
+    output = tmp_path / "out"
+    assert run_cli("--output", str(output), "--inputs", str(files["csv"]), "--skip_labels") == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(error) == 1 and str(files["csv"]) in error[0] and "unsupported file type" in error[0], error
+    assert not output.exists()
 
 
 def test_entries_from_file_reads_each_format_and_refuses_others(tmp_path):

@@ -7,6 +7,7 @@ import threading
 import time
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
@@ -129,3 +130,54 @@ def test_local_streaming_run_polls_a_feed_and_a_folder_then_ends_with_files_comm
     assert manifest["counts"]["duplicates"] >= 3 + 5  # feed items repeat across polls
     assert_accounting(manifest)
     assert not list(output.rglob("*.inprogress"))
+
+
+# ---- which paths a watch matches: the batch rule (formats.expand_inputs) -------------------------
+
+def watch_plan(pattern: str) -> tuple[str, bool, str]:
+    """What WatchFiles decides for ``pattern`` when the graph is built."""
+    from newsbeam.formats import named_folder, watch_glob
+
+    return (*watch_glob(pattern), named_folder(pattern))
+
+
+def poll(plan: tuple[str, bool, str]) -> list[str]:
+    """What one poll of WatchFiles' glob and filter finds."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from newsbeam.formats import is_watched
+
+    glob, literal, named = plan
+    paths = sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
+    return [path for path in paths if is_watched(path, named, literal)]
+
+
+def test_a_watched_path_that_exists_is_watched_as_itself(tmp_path):
+    for name in ("a[1].jsonl", "a1.jsonl", "aX1].jsonl", "q?mark.jsonl", "qXmark.jsonl", "plain.jsonl"):
+        (tmp_path / name).write_text("{}\n", encoding="utf-8")
+    for name in ("a[1].jsonl", "q?mark.jsonl", "plain.jsonl"):  # a file: itself, never a folder below it
+        assert poll(watch_plan(str(tmp_path / name))) == [str(tmp_path / name)], name
+    odd, sibling = tmp_path / "batch[2024]", tmp_path / "batch2"
+    for folder in (odd, sibling):
+        folder.mkdir()
+        (folder / "one.jsonl").write_text("{}\n", encoding="utf-8")
+        (folder / ".draft.jsonl").write_text("{}\n", encoding="utf-8")
+    assert poll(watch_plan(str(odd))) == [str(odd / "one.jsonl")]
+    assert poll(watch_plan(str(tmp_path / "q[XY]mark.jsonl"))) == [str(tmp_path / "qXmark.jsonl")]  # a glob
+
+
+def test_a_watched_folder_that_does_not_exist_yet_is_watched_below(tmp_path):
+    later = tmp_path / ".cache" / "later"  # hidden above the named folder: still read
+    plan = watch_plan(str(later))
+    later.mkdir(parents=True)
+    (later / "first.jsonl").write_text("{}\n", encoding="utf-8")
+    (later / ".part.jsonl").write_text("{}\n", encoding="utf-8")
+    assert poll(plan) == [str(later / "first.jsonl")]
+
+
+def test_watching_a_named_file_of_an_unsupported_type_is_a_configuration_error(tmp_path):
+    from newsbeam.formats import watch_glob
+
+    (tmp_path / "table.csv").write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        watch_glob(str(tmp_path / "table.csv"))
