@@ -22,6 +22,7 @@ from newsbeam_lab.scoring import (
     predict_rows,
     read_eval_rows,
 )
+from newsbeam_lab.training_data import LAB_LABELS
 
 COLUMNS = ("ar", "en", "fr", "de", "es", "zh", "ru")
 
@@ -43,14 +44,13 @@ class DevSet:
         return f">= {self.target:.2f}{where}"
 
 
-LAB_LABELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "labels")
 # Real news, open-set over all 17 subjects: the dev share of the lab's labels of the
 # ANT v2.1 Arabic articles (shared_labels.DEV_PERCENT, never trained on). Targets: #26.
 REAL_NEWS_SETS = (
     DevSet("ANT v2.1 dev (real Arabic news), topic, open-set", "topic",
-           (os.path.join(LAB_LABELS, "ant_v21_*.jsonl"),), None, False, 0.70),
+           (str(LAB_LABELS / "ant_v21_*.jsonl"),), None, False, 0.70),
     DevSet("ANT v2.1 dev (real Arabic news), news sentiment", "sentiment",
-           (os.path.join(LAB_LABELS, "ant_v21_*.jsonl"),), None, False, 0.65),
+           (str(LAB_LABELS / "ant_v21_*.jsonl"),), None, False, 0.65),
 )
 DEV_SETS = REAL_NEWS_SETS + (
     DevSet("XLM-T val, sentiment", "sentiment",

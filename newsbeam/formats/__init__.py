@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Optional
 
 from newsbeam.formats import html, jsonl, text
 from newsbeam.formats.feeds import FEED_EXTENSIONS
+from newsbeam.layout import filesystems
 from newsbeam.records import RawEntry
 
 SUPPORTED_EXTENSIONS = FEED_EXTENSIONS + jsonl.EXTENSIONS + text.EXTENSIONS + html.EXTENSIONS
@@ -105,7 +106,7 @@ def _matched_files(pattern: str) -> list[str]:
     # Object stores have no folders to ask about: a trailing "/" says "everything below".
     if "://" in pattern and pattern.endswith("/") and not any(ch in pattern for ch in GLOB_CHARS):
         pattern = posixpath.join(pattern.rstrip("/"), "**")
-    return [result.path for result in _filesystems().match([pattern])[0].metadata_list]
+    return [result.path for result in filesystems().match([pattern])[0].metadata_list]
 
 
 def _names_one_file(pattern: str, paths: list[str]) -> bool:
@@ -133,17 +134,11 @@ def is_hidden_below(path: str, folder: str) -> bool:
 
 
 def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-    with _filesystems().open(path) as handle:
+    with filesystems().open(path) as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ValueError(f"file larger than {max_bytes} bytes")
     return data
-
-
-def _filesystems():
-    from apache_beam.io.filesystems import FileSystems  # 2 s to import: only when files are read
-
-    return FileSystems
 
 
 def entries_from_file(path: str, data: bytes, *, fetched_at: str) -> Iterator[RawEntry]:

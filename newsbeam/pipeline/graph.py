@@ -12,7 +12,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from newsbeam.formats import SUPPORTED_EXTENSIONS, expand_inputs
+from newsbeam.formats import SUPPORTED_EXTENSIONS
 from newsbeam.formats.html import check_extraction_dependencies, is_html_path
 from newsbeam.layout import check_run_id, new_run_id
 from newsbeam.pipeline.options import NewsOptions
@@ -58,7 +58,8 @@ def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, stream
         if streaming:
             raise ValueError("--streaming needs --feeds or --inputs (a folder to watch)")
         inputs = default_inputs()
-    if news.full_text or (inputs and _reads_html(inputs, streaming)):
+    read_files = ReadFiles(inputs, watch=_poll_settings(news) if streaming else None) if inputs else None
+    if news.full_text or (read_files and _reads_html(read_files)):
         check_extraction_dependencies()  # else every page fails alike and the run still commits
     if news.feeds:
         from newsbeam.fetch.http import fetch_policy_from
@@ -70,22 +71,22 @@ def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, stream
         feeds = pipeline | "ReadFeeds" >> read
         entries.append(feeds["entries"])
         dead.append(feeds[DEAD_LETTER])
-    if inputs:
-        files = pipeline | "ReadFiles" >> ReadFiles(inputs, watch=_poll_settings(news) if streaming else None)
+    if read_files:
+        files = pipeline | "ReadFiles" >> read_files
         entries.append(files["entries"])
         dead.append(files[DEAD_LETTER])
     return entries, dead
 
 
-def _reads_html(inputs: list[str], streaming: bool) -> bool:
-    """Whether --inputs hands trafilatura any page. A batch run lists its files again here
-    (ReadFiles lists them once more when the graph expands); a watched folder or glob may
-    receive a page later, unless its pattern names another format."""
-    if any(is_html_path(pattern) for pattern in inputs):
+def _reads_html(read_files: ReadFiles) -> bool:
+    """Whether --inputs hands trafilatura any page: one of a batch run's listed files, or,
+    when watching, a folder or glob that may receive a page later unless its pattern
+    names another format."""
+    if any(is_html_path(pattern) for pattern in read_files.patterns):
         return True
-    if streaming:
-        return any(not pattern.lower().endswith(SUPPORTED_EXTENSIONS) for pattern in inputs)
-    return any(is_html_path(path) for path in expand_inputs(inputs))
+    if read_files.files is None:
+        return any(not pattern.lower().endswith(SUPPORTED_EXTENSIONS) for pattern in read_files.patterns)
+    return any(is_html_path(path) for path in read_files.files)
 
 
 def _poll_settings(news: NewsOptions) -> tuple[float, Optional[float]]:

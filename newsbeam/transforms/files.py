@@ -49,6 +49,9 @@ class ReadFiles(beam.PTransform):
         self.patterns = list(patterns)
         self.max_bytes = max_bytes
         self.watch = watch  # (poll interval, max duration): watch for new files
+        # A batch run's files, listed once when the graph is built (a pattern that
+        # matches nothing fails here); the graph also asks them whether any is a page.
+        self.files = None if watch else expand_inputs(self.patterns)
 
     def expand(self, pbegin):
         if self.watch:
@@ -56,7 +59,7 @@ class ReadFiles(beam.PTransform):
 
             paths = pbegin | "WatchInputFiles" >> WatchFiles(self.patterns, *self.watch)
         else:
-            paths = pbegin | "ListInputFiles" >> beam.Create(expand_inputs(self.patterns))
+            paths = pbegin | "ListInputFiles" >> beam.Create(self.files)
         return (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
