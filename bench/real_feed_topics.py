@@ -58,6 +58,7 @@ def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
     from newsbeam_lab.training_data import LabelledTexts
 
     from newsbeam.formats.feeds import parse_feed
+    from newsbeam.labelling.feed_evidence import subject_evidence
     from newsbeam.normalise import normalise_entry
     from newsbeam.transforms.labelling import labelling_text
 
@@ -71,8 +72,9 @@ def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
         entries = parse_feed((feeds_root / name).read_bytes(), source=name,
                              fetched_at="2026-01-01T00:00:00Z").entries
         for row in rows:
-            items.append(labelling_text(normalise_entry(entries[row["index"]])), row["label"],
-                         languages.get(name, "und"), source=name, path=f"{name}#{row['index']}")
+            article = normalise_entry(entries[row["index"]])
+            items.append(labelling_text(article), row["label"], languages.get(name, "und"), source=name,
+                         path=f"{name}#{row['index']}", evidence=subject_evidence(article.tags, article.url))
     return items
 
 
@@ -83,6 +85,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--confidence", choices=SENTIMENT_CONFIDENCES, default=None,
                         help="Only the entries labelled with this confidence (default: all).")
     parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per article (as newsbeam run).")
+    parser.add_argument("--feed_evidence_weight", type=float, default=None,
+                        help="Weight of the subject an entry's tags or URL section name (default: as newsbeam run; "
+                             "1 ignores it).")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="Add macro-F1's 95%% interval.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
     args = parser.parse_args(argv)
     if not FEEDS_ROOT.is_dir():
@@ -95,7 +101,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     labels = (read_sentiment_labels if args.task == "sentiment" else read_labels)(confidence=args.confidence)
     items = read_items(labels)
-    report = evaluate_labeller(load_labeller(heads=args.heads, max_tokens=args.max_tokens), args.task, items)
+    weight = {} if args.feed_evidence_weight is None else {"feed_evidence_weight": args.feed_evidence_weight}
+    labeller = load_labeller(heads=args.heads, max_tokens=args.max_tokens, **weight)
+    report = evaluate_labeller(labeller, args.task, items, bootstrap=args.bootstrap)
+    report["feed_evidence_weight"] = labeller.feed_evidence_weight
+    report["with_evidence"] = sum(1 for subjects in items.evidence if subjects)
     report["confidence"] = args.confidence or "all"
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0

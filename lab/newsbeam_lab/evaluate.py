@@ -23,7 +23,12 @@ import logging
 import sys
 from typing import Optional
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS, QUANTIZE_CHOICES
+from newsbeam.labelling import (
+    DEFAULT_FEED_EVIDENCE_WEIGHT,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_TOKENS,
+    QUANTIZE_CHOICES,
+)
 from newsbeam_lab import DATA_ROOT_ENV, default_data_root
 from newsbeam_lab.scoring import (
     DEFAULT_BOOTSTRAP,
@@ -70,18 +75,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: score the int8 encoder newsbeam run --quantize int8 uses, so its loss is measured "
                              "on every set (with --against, both labellers use it).")
     parser.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
+    parser.add_argument("--feed_evidence_weight", type=float, default=DEFAULT_FEED_EVIDENCE_WEIGHT,
+                        help="How much the subject a row's feed tags or URL section name weighs (as newsbeam run; "
+                             "1 ignores it). Rows without tags or URL are unaffected.")
+    parser.add_argument("--against_feed_evidence_weight", type=float, default=None,
+                        help="The --against labeller's weight (default: --feed_evidence_weight): --heads X "
+                             "--against X with two weights measures the evidence itself.")
     parser.add_argument("--torch_threads", type=int, default=None)
     parser.add_argument("--model_cache", default=None, help="Where the embedded model is built.")
 
 
-def _load_labeller(args: argparse.Namespace, heads: Optional[str], **classifiers):
+def _load_labeller(args: argparse.Namespace, heads: Optional[str], feed_evidence_weight: Optional[float] = None,
+                   **classifiers):
     """A labeller with ``heads`` and the encoder, taxonomy and budgets ``args`` give."""
     from newsbeam.labelling.labeller import load_labeller
 
+    weight = args.feed_evidence_weight if feed_evidence_weight is None else feed_evidence_weight
     return load_labeller(encoder=args.encoder, heads=heads, taxonomy=args.taxonomy, max_tokens=args.max_tokens,
                          max_batch_tokens=args.max_batch_tokens, torch_threads=args.torch_threads,
                          cache_dir=args.model_cache, quantize=None if args.quantize == "none" else args.quantize,
-                         **classifiers)
+                         feed_evidence_weight=weight, **classifiers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if (args.against and not args.dev_report) or args.bootstrap < 0:
         print("newsbeam eval: --against goes with --dev_report, and --bootstrap is a count >= 0", file=sys.stderr)
+        return 2
+    weights = (args.feed_evidence_weight, args.against_feed_evidence_weight)
+    if any(weight is not None and not weight >= 1 for weight in weights):
+        print("newsbeam eval: a feed evidence weight is a number >= 1 (1 ignores the evidence)", file=sys.stderr)
         return 2
     if args.dev_report:
         from newsbeam_lab.dev_report import check_splits
@@ -109,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dev_report:
         from newsbeam_lab.dev_report import dev_report, format_dev_report
 
-        against = _load_labeller(args, args.against) if args.against else None
+        against = (_load_labeller(args, args.against, args.against_feed_evidence_weight)
+                   if args.against else None)
         report = dev_report(labeller, args.data_root, bootstrap=args.bootstrap, against=against)
         if against is not None:  # two retrains of one recipe share a model id; the folder tells them apart
             report["against_heads"] = args.against

@@ -167,7 +167,8 @@ def predict_rows(labeller, task: str, rows: LabelledTexts, restrict: bool = Fals
     """The label ``labeller`` predicts for each row, the seconds it took and the tokens it read."""
     started = time.perf_counter()
     token_ids = labeller.token_ids(rows.texts)
-    label_ids, probabilities = labeller.task_probabilities(task, token_ids)
+    evidence = rows.evidence if any(rows.evidence) else None
+    label_ids, probabilities = labeller.task_probabilities(task, token_ids, evidence)
     seconds = time.perf_counter() - started
     allowed = allowed_labels_by_language(rows.labels, rows.languages) if restrict else None
     predicted = choose_labels(label_ids, probabilities, rows.languages, allowed)

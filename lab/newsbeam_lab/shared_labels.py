@@ -51,7 +51,7 @@ def resolve(reference: dict, data_root: Optional[str]) -> dict:
     shared = _rows_by_id(path).get(str(reference["id"]))
     if shared is None:
         raise ValueError(f"{reference['file']} has no row with id {reference['id']!r}")
-    row = {key: shared[key] for key in ("text", "headline", "body", "lang") if key in shared}
+    row = {key: shared[key] for key in ("text", "headline", "body", "lang", "url", "tags") if key in shared}
     # the shared row's own label (for ANT a newsroom desk) is not copied: ours are
     row.update({key: value for key, value in reference.items() if key not in ("file", "id")})
     return row

@@ -57,10 +57,14 @@ class LabelledTexts:
     languages: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    # per row, the subjects its feed's own tags and URL sections name (labelling.feed_evidence); scoring only
+    evidence: list[tuple[str, ...]] = field(default_factory=list)
     skipped: int = 0
     windows: int = 0  # rows that are later stretches of an article (ArticleWindows), not rows of the file
 
-    def append(self, text: str, label: str, language: str, source: str, path: str) -> None:
+    def append(self, text: str, label: str, language: str, source: str, path: str,
+               evidence: tuple[str, ...] = ()) -> None:
+        self.evidence.append(tuple(evidence))
         self.texts.append(text)
         self.labels.append(label)
         self.languages.append(language)
@@ -73,6 +77,7 @@ class LabelledTexts:
         self.languages += other.languages
         self.sources += other.sources
         self.paths += other.paths
+        self.evidence += other.evidence
         self.skipped += other.skipped
         self.windows += other.windows
 
@@ -124,11 +129,19 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
             result.skipped += 1
             continue
         language = str(row.get("lang") or "und")
-        result.append(text, label, language, source or path, path)
+        result.append(text, label, language, source or path, path, row_evidence(row))
         for window in (windows(row.get("headline"), row.get("body")) if windows else ()):
             result.append(window, label, language, source or path, path)
             result.windows += 1
     return result
+
+
+def row_evidence(row: dict) -> tuple[str, ...]:
+    """The subjects a row's own feed tags and URL sections name (empty for most training rows)."""
+    from newsbeam.labelling.feed_evidence import subject_evidence
+
+    tags = row.get("tags") or ()
+    return subject_evidence(tuple(tags) if isinstance(tags, (list, tuple)) else (str(tags),), row.get("url"))
 
 
 def parse_source(spec: str) -> tuple[str, Optional[str]]:
