@@ -14,7 +14,8 @@ docs/bench.md for the method):
 - int8: newsbeam with per-channel dynamic int8 weights, speed and agreement,
   and macro-F1 on the shared dev sets;
 - stages: a cProfile of one run; startup: cold and warm; full_text: the cost
-  of fetching article pages from loopback servers.
+  of fetching article pages from loopback servers; search: ``newsbeam search``'s
+  scoring query (no model) over 10,000 and 100,000 synthetic embedded rows.
 
 Benchmarks report; they never fail on a timing. A step that cannot run records
 why instead of a number.
@@ -48,6 +49,7 @@ from measure import ChildRun, python_argv, run_child  # noqa: E402
 RESULTS = BENCH / "results" / "latest.json"
 DOCS = REPO / "docs" / "bench.md"
 FULL_TEXT_ARTICLES = 100  # pages at 1 request/s per host: the politeness floor dominates
+SEARCH_ROWS, SEARCH_QUERIES = (10_000, 100_000), 20
 TARGETS = {"e2e_vs_limit": 0.85, "e2e_vs_naive": 5.0, "int8_speedup": 1.8, "int8_agreement": 0.95,
            "int8_macro_f1_loss_points": 1.0, "rss_growth": 0.10, "startup_warm_s": 3.0}
 
@@ -348,6 +350,10 @@ def run(args: argparse.Namespace) -> dict:
         baseline = (results.get("newsbeam") or {}).get("n")
         results["full_text"] = step("full_text", results, measure_full_text_run, small[:FULL_TEXT_ARTICLES], work,
                                     heads_args, baseline)
+    from search_bench import measure_search
+
+    results["search"] = {f"{rows}_rows": step(f"search {rows} rows", results, measure_search, rows, SEARCH_QUERIES)
+                         for rows in SEARCH_ROWS}
     results["figures"] = headline_figures(results)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
     if not args.keep_work:

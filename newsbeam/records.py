@@ -67,6 +67,10 @@ class Article:
     sentiment_score: Optional[float] = None
     model: Optional[str] = None
     body_source: str = "feed"
+    # --embeddings: the unit vector the labels were read from, int8 bytes + scale (newsbeam/embeddings.py)
+    embedding: Optional[bytes] = None
+    embedding_scale: Optional[float] = None
+    story_id: Optional[str] = None  # articles about one event, across outlets and languages (newsbeam/stories.py)
 
     def replace(self, **changes) -> "Article":
         return dataclasses.replace(self, **changes)

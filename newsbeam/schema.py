@@ -6,13 +6,14 @@ below is bumped. Files of older versions stay readable next to newer ones
 """
 from __future__ import annotations
 
+import array
 from typing import Any, Iterable
 
 import pyarrow as pa
 
 from newsbeam.records import Article, DeadLetter
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: embedding, embedding_scale, story_id
 
 TOPIC_SCORE_TYPE = pa.struct([("label", pa.string()), ("score", pa.float32())])
 
@@ -42,6 +43,11 @@ FILE_FIELDS = [
     pa.field("model", pa.string()),
     pa.field("body_source", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
+    # version 2 (--embeddings): the article's unit vector as int8 values and a scale (newsbeam/embeddings.py)
+    # a plain list, not fixed_size_list: pyarrow cannot cast a null fixed-size list read back from Parquet
+    pa.field("embedding", pa.list_(pa.int8())),
+    pa.field("embedding_scale", pa.float32()),
+    pa.field("story_id", pa.string()),
 ]
 
 PARTITION_FIELDS = {
@@ -99,6 +105,9 @@ def article_to_row(article: Article, run_id: str) -> dict[str, Any]:
         "model": article.model,
         "body_source": article.body_source,
         "run_id": run_id,
+        "embedding": None if article.embedding is None else array.array("b", article.embedding).tolist(),
+        "embedding_scale": article.embedding_scale,
+        "story_id": article.story_id,
     }
 
 

@@ -31,3 +31,13 @@ def test_what_a_dedup_shuffle_carries_decides_without_unpacking():
     rank, content_hash, packed = ranked_and_packed(article)
     assert rank == survivor_rank(article) and content_hash == article.content_hash
     assert unpack(packed, Article) == article
+
+
+def test_an_article_with_its_embedding_bytes_round_trips():
+    from newsbeam.embeddings import to_record
+
+    vector = [0.5, -0.5, 0.5, -0.5]
+    embedding, scale = to_record(__import__("numpy").array(vector, dtype="float32"))
+    article = make_article(3).replace(embedding=embedding, embedding_scale=scale, story_id="st-1")
+    back = unpack(pack(article), Article)
+    assert back == article and isinstance(back.embedding, bytes) and back.embedding == embedding

@@ -22,3 +22,9 @@ QUANTIZE_CHOICES = ("none", "int8")
 PASSAGE_PREFIX = "passage: "
 QUERY_PREFIX = "query: "
 
+
+# How much a feed's own word for an article's section (a <category> tag, a URL
+# section such as /sport/) multiplies that subject's probability before the
+# topic scores are renormalised (labelling/feed_evidence.py); 1 ignores it.
+# Fitted on the lab's labelled real news, never on its dev sets (docs/research/labels-real-news.md).
+DEFAULT_FEED_EVIDENCE_WEIGHT = 1.0

@@ -20,12 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS, PASSAGE_PREFIX, QUERY_PREFIX
+from newsbeam.embeddings import normalise
+from newsbeam.labelling import (
+    DEFAULT_FEED_EVIDENCE_WEIGHT,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_TOKENS,
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+)
 from newsbeam.labelling.heads import Head, HeadSet, load_heads, softmax
 from newsbeam.labelling.input_text import article_text, model_text  # noqa: F401 (article_text: the labeller's input)
 from newsbeam.labelling.taxonomy import Taxonomy, load_taxonomy, read_bytes
@@ -45,9 +52,33 @@ class Labels:
     topic_scores: tuple[tuple[str, float], ...]
     sentiment: Optional[str]
     sentiment_score: Optional[float]
+    # unit vector of the last layer when the labeller keeps embeddings; not part of equality (an array)
+    embedding: Optional[np.ndarray] = field(default=None, compare=False)
 
 
 EMPTY_LABELS = Labels(None, None, (), None, None)
+
+
+def weigh_by_evidence(label_ids: Sequence[str], probabilities: np.ndarray,
+                      evidence: Optional[Sequence[Sequence[str]]], weight: float) -> np.ndarray:
+    """Topic probabilities with the subjects each row's feed names (``evidence[row]``:
+    subject ids, :func:`newsbeam.labelling.feed_evidence.subject_evidence`)
+    multiplied by ``weight`` and the row renormalised: a prior from the feed's own
+    section, which the text alone may not show. Rows without evidence are unchanged."""
+    if evidence is None or weight == 1.0:
+        return probabilities
+    if len(evidence) != len(probabilities):
+        raise ValueError(f"{len(evidence)} evidence rows for {len(probabilities)} texts")
+    column = {label: index for index, label in enumerate(label_ids)}
+    weighted = probabilities
+    for row, subjects in enumerate(evidence):
+        columns = [column[subject] for subject in subjects or () if subject in column]
+        if columns:
+            if weighted is probabilities:
+                weighted = probabilities.astype(np.float64, copy=True)
+            weighted[row, columns] *= weight
+            weighted[row] /= weighted[row].sum()
+    return weighted
 
 
 class ZeroShotScorer:
@@ -128,8 +159,14 @@ class Labeller:
     def __init__(self, encoder, taxonomy: Taxonomy, *, heads: Optional[HeadSet] = None,
                  topic_classifier: Optional[TextClassifier] = None,
                  sentiment_classifier: Optional[TextClassifier] = None,
-                 max_tokens: int = DEFAULT_MAX_TOKENS, prefix: str = PASSAGE_PREFIX):
+                 max_tokens: int = DEFAULT_MAX_TOKENS, prefix: str = PASSAGE_PREFIX,
+                 feed_evidence_weight: float = DEFAULT_FEED_EVIDENCE_WEIGHT, embeddings: bool = False):
+        if not feed_evidence_weight >= 1.0:
+            raise ValueError(f"feed_evidence_weight must be at least 1 (1 ignores the evidence), "
+                             f"got {feed_evidence_weight}")
         self.encoder = encoder
+        self.feed_evidence_weight = feed_evidence_weight
+        self.embeddings = embeddings
         self.taxonomy = taxonomy
         self.max_tokens = max_tokens
         self.prefix = prefix
@@ -153,7 +190,7 @@ class Labeller:
                                    task, list(head.labels))
                 self.zero_shot[task] = ZeroShotScorer(encoder, taxonomy.labels_for(task))
         needed = {layer for head in self.heads.values() for layer in head.layers}
-        if self.zero_shot:
+        if self.zero_shot or embeddings:
             needed.add(encoder.num_layers)
         self.layers = tuple(sorted(needed))
         self.model_id = self._describe(heads if heads_usable else None)
@@ -182,13 +219,18 @@ class Labeller:
         prefix = re.compile(r"^\s*" + r"\s*".join(map(re.escape, self.prefix.strip())) + r"\s*")
         return [prefix.sub("", text, count=1) for text in texts]
 
-    def label_token_ids(self, token_ids: list[list[int]]) -> list[Labels]:
-        """Labels for tokenised texts: one encoder pass feeds every head."""
+    def label_token_ids(self, token_ids: list[list[int]],
+                        evidence: Optional[Sequence[Sequence[str]]] = None) -> list[Labels]:
+        """Labels for tokenised texts: one encoder pass feeds every head.
+        ``evidence``, per text, the subjects its feed names (:func:`weigh_by_evidence`)."""
         if not token_ids:
             return []
         probabilities: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        vectors = None
         if self.layers:
             pooled = self.encoder.pooled_layers(token_ids, self.layers)
+            if self.embeddings:
+                vectors = normalise(pooled[:, self.layers.index(self.encoder.num_layers), :])
             for task, head in self.heads.items():
                 probabilities[task] = (head.labels, head.probabilities(pooled, self.layers))
             for task, scorer in self.zero_shot.items():
@@ -200,6 +242,7 @@ class Labeller:
                 if classifier is not None:
                     probabilities[task] = (classifier.label_ids, classifier.probabilities(texts))
         topic_labels, topic_probabilities = probabilities["topic"]
+        topic_probabilities = weigh_by_evidence(topic_labels, topic_probabilities, evidence, self.feed_evidence_weight)
         sentiment_labels, sentiment_probabilities = probabilities["sentiment"]
         results = []
         for row in range(len(token_ids)):
@@ -211,7 +254,8 @@ class Labeller:
             results.append(Labels(
                 topic=top[0][0], topic_score=top[0][1], topic_scores=top,
                 sentiment=sentiment_labels[best_sentiment],
-                sentiment_score=float(sentiment_probabilities[row, best_sentiment])))
+                sentiment_score=float(sentiment_probabilities[row, best_sentiment]),
+                embedding=None if vectors is None else vectors[row]))
         return results
 
     def label_texts(self, texts: list[str]) -> list[Labels]:
@@ -223,8 +267,21 @@ class Labeller:
             results[index] = labels
         return results
 
-    def task_probabilities(self, task: str, token_ids: list[list[int]]) -> tuple[tuple[str, ...], np.ndarray]:
-        """All label ids and their (N, labels) scores for one task (used by ``newsbeam eval``)."""
+    def embed(self, texts: list[str], prefix: str = QUERY_PREFIX) -> np.ndarray:
+        """(N, hidden) unit vectors of ``texts`` as the articles' embeddings are made
+        (mean-pooled last layer, normalised), with e5's ``query: `` prefix by default."""
+        return self.encoder.embed([model_text(text or "") for text in texts], self.max_tokens, prefix)
+
+    def task_probabilities(self, task: str, token_ids: list[list[int]],
+                           evidence: Optional[Sequence[Sequence[str]]] = None) -> tuple[tuple[str, ...], np.ndarray]:
+        """All label ids and their (N, labels) scores for one task (used by ``newsbeam eval``);
+        topic scores weighed by ``evidence`` as :meth:`label_token_ids` does."""
+        label_ids, probabilities = self._raw_task_probabilities(task, token_ids)
+        if task == "topic":
+            probabilities = weigh_by_evidence(label_ids, probabilities, evidence, self.feed_evidence_weight)
+        return label_ids, probabilities
+
+    def _raw_task_probabilities(self, task: str, token_ids: list[list[int]]) -> tuple[tuple[str, ...], np.ndarray]:
         if self.classifiers.get(task) is not None:
             classifier = self.classifiers[task]
             return classifier.label_ids, classifier.probabilities(self._texts_from_ids(token_ids))
@@ -252,7 +309,8 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
                   topic_model: Optional[str] = None, sentiment_model: Optional[str] = None,
                   label_map: Optional[str] = None, max_tokens: int = DEFAULT_MAX_TOKENS, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
                   torch_threads: Optional[int] = None, cache_dir: Optional[str] = None,
-                  quantize: Optional[str] = None) -> Labeller:
+                  quantize: Optional[str] = None,
+                  feed_evidence_weight: float = DEFAULT_FEED_EVIDENCE_WEIGHT, embeddings: bool = False) -> Labeller:
     """Build a :class:`Labeller` from addresses (local paths, gs://, hub ids).
 
     ``encoder`` None is the embedded multilingual-e5-small; ``heads`` None the
@@ -264,6 +322,8 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
 
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
+    if not feed_evidence_weight >= 1.0:  # before the model loads
+        raise ValueError(f"feed_evidence_weight must be at least 1 (1 ignores the evidence), got {feed_evidence_weight}")
     head_set = load_heads(heads)
     # the heads' int8 calibration and weight deltas describe the encoder they were trained on only
     own_encoder = head_set.encoder_id == (encoder or EMBEDDED_MODEL_ID)
@@ -283,4 +343,5 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
                                                max_tokens=max_tokens, cache_dir=cache_dir)
     return Labeller(loaded_encoder, loaded_taxonomy, heads=head_set,
                     topic_classifier=classifiers.get("topic"), sentiment_classifier=classifiers.get("sentiment"),
-                    max_tokens=max_tokens, prefix=head_set.prefix)
+                    max_tokens=max_tokens, prefix=head_set.prefix, feed_evidence_weight=feed_evidence_weight,
+                    embeddings=embeddings)

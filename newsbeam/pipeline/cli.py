@@ -273,6 +273,10 @@ def _run_and_report(options: PipelineOptions, news, *, dry_run: bool = False) ->
 
             crash_point("before_state")
             commit_state(news.state, news.output, news.run_id)
+            if news.stories and not news.full_refresh:
+                from newsbeam.state.stories import commit_stories
+
+                commit_stories(news.state, news.run_id)
         crash_point("before_manifest")
     manifest = build_manifest(output=news.output, run_id=news.run_id, result=result, started_at=started_at,
                               status=status, error=error_text, options=public_options(options))
@@ -310,6 +314,7 @@ SUBCOMMANDS = {
     "train-heads": ("newsbeam_lab.training", "Train the topic and sentiment heads from labelled JSONL (needs the lab)."),
     "report": ("newsbeam.analytics.report", "Write a self-contained HTML report of a dataset."),
     "query": ("newsbeam.analytics.query", "Run DuckDB SQL over the dataset (view `articles`)."),
+    "search": ("newsbeam.analytics.search", "Find articles by meaning, across languages (needs --embeddings data)."),
     "compact": ("newsbeam.pipeline.compact", "Rewrite a partition's small files into fewer large ones."),
 }
 

@@ -101,6 +101,12 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     news = options.view_as(NewsOptions)
     if not news.output:
         raise ValueError("--output is required (a local folder or gs:// path)")
+    if (news.embeddings or news.stories) and news.skip_labels:
+        flag = "--embeddings" if news.embeddings else "--stories"
+        raise ValueError(f"{flag} needs the vectors of the labelling pass: it cannot go with --skip_labels")
+    if news.stories and not (-1.0 <= news.story_threshold <= 1.0 and news.story_window > 0):
+        raise ValueError(f"--story_threshold is a cosine in [-1, 1] and --story_window seconds > 0; got "
+                         f"{news.story_threshold!r}, {news.story_window!r}")
     streaming = bool(options.view_as(StandardOptions).streaming)
     news.run_id = run_id = check_run_id(run_id or news.run_id or new_run_id())
     if pipeline is not None:
@@ -115,6 +121,23 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
         raise
     return pipeline
+
+
+def group_stories(articles, news: NewsOptions, run_id: str, streaming: bool):
+    """Articles with story_id, and the dead letters of the grouping. Batch runs with
+    --state also join earlier runs' stories and leave theirs aside for the CLI to
+    commit after the data; streaming groups within each window (after windowing:
+    one group of the global window would never fire)."""
+    from newsbeam.transforms.stories import AssignStories, WritePendingStories
+
+    state_dir = news.state if news.state and not news.full_refresh and not streaming else None
+    grouped = articles | "AssignStories" >> AssignStories(news.story_threshold, news.story_window, state_dir)
+    if state_dir:
+        grouped["stories"] | "WritePendingStories" >> WritePendingStories(state_dir, run_id)
+    articles = grouped["articles"]
+    if not news.embeddings:  # the vectors served the grouping; the dataset was not asked to keep them
+        articles = articles | "DropEmbeddings" >> beam.Map(lambda a: a.replace(embedding=None, embedding_scale=None))
+    return articles, grouped["dead_letter"]
 
 
 def assemble(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming: bool) -> None:
@@ -156,5 +179,8 @@ def assemble(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming:
 
         articles = articles | "WindowArticles" >> fixed_windows(news.window_seconds, news.allowed_lateness)
         dead_letters = dead_letters | "WindowDeadLetters" >> fixed_windows(news.window_seconds, news.allowed_lateness)
+    if news.stories:
+        articles, story_dead = group_stories(articles, news, run_id, streaming)
+        dead_letters = (dead_letters, story_dead) | "MergeStoryDeadLetters" >> beam.Flatten()
     articles | "WriteDataset" >> WriteArticles(news.output, run_id, news.partition_keys, news.max_rows_per_file)
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(news.output, run_id)

@@ -28,7 +28,7 @@ SOURCE_STAGES = ("fetch", "parse_feed", "read_file")
 COUNTER_NAMES = (
     "feeds_ok", "feeds_failed", "feeds_not_modified", "files_read", "files_failed", "entries_read",
     "already_written", "duplicates", "duplicates_by_article_id", "duplicates_by_content_hash",
-    "dead_lettered_normalise", "dead_lettered_label", "rows_written", "dead_letters_written",
+    "dead_lettered_normalise", "dead_lettered_label", "dead_lettered_story", "rows_written", "dead_letters_written",
     "language_undetermined", "pages_fetched", "pages_failed", "pages_used", "pages_skipped_robots",
 )
 
@@ -124,7 +124,8 @@ def build_manifest(
     partitions = rows_per_partition(output, run_id) if status == "committed" else {}
     letters = dead_letters(output, run_id) if status == "committed" else []
     source_failures = [letter for letter in letters if letter["stage"] in SOURCE_STAGES]
-    dead_lettered_entries = counters["dead_lettered_normalise"] + counters["dead_lettered_label"]
+    dead_lettered_entries = (counters["dead_lettered_normalise"] + counters["dead_lettered_label"]
+                             + counters["dead_lettered_story"])
     counts = {
         "feeds_ok": counters["feeds_ok"],
         "feeds_not_modified": counters["feeds_not_modified"],

@@ -11,9 +11,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from newsbeam.fetch.pages import DEFAULT_CONCURRENCY_PER_HOST, DEFAULT_RATE_PER_HOST
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS, QUANTIZE_CHOICES
+from newsbeam.labelling import (
+    DEFAULT_FEED_EVIDENCE_WEIGHT,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_TOKENS,
+    QUANTIZE_CHOICES,
+)
 from newsbeam.language import DEFAULT_MIN_CONFIDENCE
 from newsbeam.layout import DEFAULT_PARTITION_KEYS
+from newsbeam.stories import DEFAULT_STORY_THRESHOLD, DEFAULT_STORY_WINDOW_SECONDS
 from newsbeam.transforms.sink import DEFAULT_MAX_ROWS_PER_FILE
 from newsbeam.transforms.streaming import (
     DEFAULT_ALLOWED_LATENESS_SECONDS,
@@ -21,6 +27,16 @@ from newsbeam.transforms.streaming import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_WINDOW_SECONDS,
 )
+
+
+def _evidence_weight(value: str) -> float:
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not weight >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1 (1 ignores feed sections), got {value!r}")
+    return weight
 
 
 def _comma_list(value: str) -> list[str]:
@@ -96,6 +112,21 @@ class NewsOptions(PipelineOptions):
         labels.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
         labels.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
                             help="int8: dynamic per-channel int8 weights (faster; see the benchmark for agreement).")
+        labels.add_argument("--embeddings", action="store_true", default=False,
+                            help="Also store each article's embedding (the vector its labels were read from: no "
+                                 "second encoder pass; 388 bytes a row before compression) for newsbeam search.")
+        labels.add_argument("--stories", action="store_true", default=False,
+                            help="Give each article a story_id: articles about one event, across outlets and "
+                                 "languages (near-duplicate embeddings within --story_window, or one content hash). "
+                                 "Batch: the whole run, and recent stories in --state; streaming: each window.")
+        labels.add_argument("--story_threshold", type=float, default=DEFAULT_STORY_THRESHOLD,
+                            help="Cosine from which an article joins a story (chosen on a labelled pair set; "
+                                 "see docs/analytics.md).")
+        labels.add_argument("--story_window", type=float, default=DEFAULT_STORY_WINDOW_SECONDS,
+                            help="Seconds a story stays open to new articles.")
+        labels.add_argument("--feed_evidence_weight", type=_evidence_weight, default=DEFAULT_FEED_EVIDENCE_WEIGHT,
+                            help="How much a feed's own section for an article (a <category> tag, a URL section "
+                                 "such as /sport/) weighs on its topic; 1 ignores it.")
         labels.add_argument("--torch_threads", type=int, default=None, help="torch intra-op threads per process.")
         labels.add_argument("--model_cache", default=None, help="Where the embedded model is built (default ~/.cache/newsbeam).")
         labels.add_argument("--min_language_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE)

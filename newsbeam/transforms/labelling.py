@@ -19,7 +19,7 @@ import apache_beam as beam
 from apache_beam.ml.inference import base as beam_inference
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS
+from newsbeam.labelling import DEFAULT_FEED_EVIDENCE_WEIGHT, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_TOKENS
 from newsbeam.labelling.memory import release_freed_memory
 from newsbeam.metrics import counter
 from newsbeam.records import Article, DeadLetter
@@ -66,12 +66,16 @@ class LabellerConfig:
     torch_threads: Optional[int] = None
     cache_dir: Optional[str] = None
     quantize: str = "none"
+    feed_evidence_weight: float = DEFAULT_FEED_EVIDENCE_WEIGHT
+    embeddings: bool = False
 
     @classmethod
     def from_options(cls, news) -> "LabellerConfig":
         """From NewsOptions: the flags carry the same names (--model_cache is cache_dir)."""
         names = [f.name for f in dataclasses.fields(cls) if f.name not in ("cache_dir", "torch_threads")]
+        names.remove("embeddings")  # story grouping needs the vectors too, whether or not they are stored
         return cls(cache_dir=news.model_cache, torch_threads=default_torch_threads(news),
+                   embeddings=bool(news.embeddings or news.stories),
                    **{name: getattr(news, name) for name in names})
 
     def load(self):
@@ -103,8 +107,20 @@ def labelling_text(article: Article) -> str:
     return article_text(article.title, article.summary, article.body)
 
 
+def feed_evidence(article: Article) -> tuple[str, ...]:
+    """The subjects the article's feed names for it: its <category> tags and URL sections."""
+    from newsbeam.labelling.feed_evidence import subject_evidence
+
+    return subject_evidence(article.tags, article.url)
+
+
 def apply_labels(article: Article, labels, model_id: str) -> Article:
+    from newsbeam.embeddings import to_record
+
+    embedding, embedding_scale = to_record(labels.embedding)
     return article.replace(
+        embedding=embedding,
+        embedding_scale=embedding_scale,
         topic=labels.topic,
         topic_score=None if labels.topic_score is None else round(float(labels.topic_score), 4),
         topic_scores=tuple((label, round(float(score), 4)) for label, score in labels.topic_scores),
@@ -144,7 +160,8 @@ class ArticleModelHandler(ModelHandler[Article, Article, Any]):
 
     def run_inference(self, batch: Sequence[Article], model, inference_args=None) -> Iterable[Article]:
         texts = [labelling_text(article) for article in batch]
-        labels = model.label_token_ids(model.token_ids(texts))
+        evidence = [feed_evidence(article) for article in batch]
+        labels = model.label_token_ids(model.token_ids(texts), evidence)
         release_freed_memory()  # measured: without it RSS grows ~30 MB per 1,000 articles
         return [apply_labels(article, label, model.model_id) for article, label in zip(batch, labels)]
 

@@ -173,3 +173,47 @@ def test_heads_from_another_encoder_are_refused_when_named(tmp_path):
     save_tiny_bert(tmp_path / "encoder")
     with pytest.raises(ValueError, match="retrain them"):
         load_labeller(encoder=str(tmp_path / "encoder"), heads=str(DEFAULT_HEADS_DIR))
+
+
+def test_feed_evidence_multiplies_the_named_subject_and_renormalises():
+    from newsbeam.labelling.labeller import weigh_by_evidence
+
+    labels = ("politics", "sport", "economy_business_finance")
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.6, 0.1, 0.3]], dtype=np.float32)
+    weighted = weigh_by_evidence(labels, probabilities, [("sport",), (), ("no_such_subject",)], 4.0)
+    np.testing.assert_allclose(weighted[0], np.array([0.5, 1.2, 0.2]) / 1.9, rtol=1e-6)
+    np.testing.assert_allclose(weighted[1:], probabilities[1:])  # no evidence, or none the labels know: unchanged
+    np.testing.assert_allclose(weighted.sum(axis=1), 1.0, rtol=1e-6)
+    assert probabilities[0, 1] == pytest.approx(0.3)  # the caller's scores are not changed in place
+    assert weigh_by_evidence(labels, probabilities, [("sport",)] * 3, 1.0) is probabilities
+    assert weigh_by_evidence(labels, probabilities, None, 4.0) is probabilities
+    with pytest.raises(ValueError, match="2 evidence rows for 3 texts"):
+        weigh_by_evidence(labels, probabilities, [(), ()], 4.0)
+
+
+def test_feed_evidence_moves_an_ambiguous_article_but_not_a_clear_one(labeller):
+    texts = ["The minister announced new rules for the national league and its clubs.",
+             "Manchester United beat Liverpool 3-1 in the cup final."]
+    token_ids = labeller.token_ids(texts)
+    plain = labeller.label_token_ids(token_ids)
+    runner_up = plain[0].topic_scores[1][0]  # the ambiguous text's second subject, named by its feed
+    evidence = [(runner_up,), ("economy_business_finance",)]
+    weighted = replace_weight(labeller, 8.0).label_token_ids(token_ids, evidence)
+    assert weighted[0].topic == runner_up != plain[0].topic
+    assert weighted[0].topic_score > plain[0].topic_scores[1][1]
+    assert weighted[1].topic == plain[1].topic == "sport"  # a clear match report stays sport
+    assert replace_weight(labeller, 8.0).label_token_ids(token_ids) == plain  # no evidence: the same labels
+
+
+def replace_weight(labeller, weight):
+    """The same model and heads, another evidence weight (loading a second model costs seconds)."""
+    import copy
+
+    other = copy.copy(labeller)
+    other.feed_evidence_weight = weight
+    return other
+
+
+def test_feed_evidence_weight_below_one_is_refused():
+    with pytest.raises(ValueError, match="feed_evidence_weight must be at least 1"):
+        load_labeller(feed_evidence_weight=0.5)

@@ -148,3 +148,52 @@ def test_unwritable_output_exits_1_and_leaves_no_data(tmp_path):
     blocker.write_text("not a folder")
     code = run_cli("--output", str(blocker / "out"), "--inputs", str(SAMPLES / "more-languages.jsonl"), *FAST)
     assert code == 1
+
+
+def _news_jsonl(path, rows):
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)  # recent stories are kept by wall-clock age
+    with open(path, "w", encoding="utf-8") as handle:
+        for hours_ago, title, body, lang in rows:
+            published = (now - dt.timedelta(hours=hours_ago)).isoformat()
+            handle.write(json.dumps({"title": title, "body": body, "language": lang, "published": published,
+                                     "url": f"https://{lang}.example.org/{abs(hash(title))}",
+                                     "source": f"outlet-{lang}"}, ensure_ascii=False) + "\n")
+    return path
+
+
+FLOOD_EN = ("Floods in Valencia kill at least 40 as rivers burst their banks",
+            "Torrential rain swept through the Valencia region on Tuesday, flooding towns, cutting roads and "
+            "killing at least 40 people, the regional emergency service said.")
+FLOOD_FR = ("Inondations à Valence : au moins 40 morts après la crue des rivières",
+            "Des pluies torrentielles se sont abattues mardi sur la région de Valence, inondant des villes et "
+            "coupant des routes ; les secours régionaux font état d'au moins 40 morts.")
+FLOOD_DE = ("Überschwemmungen in Valencia: mindestens 40 Tote nach Sturzfluten",
+            "Heftiger Regen hat am Dienstag die Region Valencia überflutet, Straßen abgeschnitten und nach "
+            "Angaben des regionalen Rettungsdienstes mindestens 40 Menschen getötet.")
+TRANSFER = ("Striker completes record move to Bayern Munich",
+            "The forward signed a five-year contract on Monday after the two clubs agreed a record fee.")
+
+
+def test_stories_group_one_event_across_languages_and_runs_through_the_state(tmp_path):
+    output, state = tmp_path / "out", tmp_path / "state"
+    first = _news_jsonl(tmp_path / "first.jsonl", [(5, *FLOOD_EN, "en"), (4, *FLOOD_FR, "fr"), (3, *TRANSFER, "en")])
+    assert run_cli("--output", str(output), "--inputs", str(first), "--stories", "--state", str(state)) == 0
+    rows = {row["title"]: row for row in read_rows(output, "title, story_id, embedding")}
+    assert rows[FLOOD_EN[0]]["story_id"] == rows[FLOOD_FR[0]]["story_id"] != rows[TRANSFER[0]]["story_id"]
+    assert all(row["story_id"].startswith("st-") and row["embedding"] is None for row in rows.values())
+    assert (state / "stories.jsonl").is_file()
+    # a later run: the German report of the same floods joins the story the first run opened
+    second = _news_jsonl(tmp_path / "second.jsonl", [(1, *FLOOD_DE, "de")])
+    assert run_cli("--output", str(output), "--inputs", str(second), "--stories", "--state", str(state),
+                   "--embeddings") == 0
+    rows = {row["title"]: row for row in read_rows(output, "title, story_id, embedding")}
+    assert rows[FLOOD_DE[0]]["story_id"] == rows[FLOOD_EN[0]]["story_id"]
+    assert len(rows[FLOOD_DE[0]]["embedding"]) == 384
+    assert_accounting(_latest_manifest(output))
+
+
+def _latest_manifest(output):
+    manifests = sorted((output / "_runs").glob("*.json"))
+    return json.loads(manifests[-1].read_text(encoding="utf-8"))

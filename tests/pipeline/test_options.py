@@ -35,6 +35,9 @@ NUMERIC_DEFAULT_OWNERS = {
     "dedup_ttl": ("newsbeam.transforms.streaming", "DEFAULT_DEDUP_TTL_SECONDS"),
     "allowed_lateness": ("newsbeam.transforms.streaming", "DEFAULT_ALLOWED_LATENESS_SECONDS"),
     "min_language_confidence": ("newsbeam.language", "DEFAULT_MIN_CONFIDENCE"),
+    "feed_evidence_weight": ("newsbeam.labelling", "DEFAULT_FEED_EVIDENCE_WEIGHT"),
+    "story_threshold": ("newsbeam.stories", "DEFAULT_STORY_THRESHOLD"),
+    "story_window": ("newsbeam.stories", "DEFAULT_STORY_WINDOW_SECONDS"),
 }
 
 

@@ -69,3 +69,11 @@ def write_toy_sets(folder: Path, seed: int = 0) -> tuple[str, str]:
     sentiment_rows = [{"text": t, "label": "positive", "lang": "en"} for t in toy_sentences(HAPPY_WORDS, 40, seed)]
     sentiment_rows += [{"text": t, "label": "negative", "lang": "en"} for t in toy_sentences(SAD_WORDS, 40, seed + 1)]
     return (write_jsonl(folder / "topic.jsonl", topic_rows), write_jsonl(folder / "sentiment.jsonl", sentiment_rows))
+
+
+def with_embedding(article: Article, vector) -> Article:
+    """The article carrying ``vector`` as its stored embedding (int8 + scale, as ``--embeddings`` writes it)."""
+    from newsbeam.embeddings import normalise, to_record
+
+    embedding, scale = to_record(normalise(np.asarray(vector, dtype=np.float32)))
+    return article.replace(embedding=embedding, embedding_scale=scale)
