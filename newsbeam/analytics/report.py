@@ -26,6 +26,7 @@ import matplotlib.ticker
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
+from newsbeam.analytics import stories_section
 from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, read_run_manifests
 
 LOGGER = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class ReportData:
     language_mix: list[tuple[str, int]]
     latest_articles: list[dict[str, Any]]
     runs: list[dict[str, Any]]
+    top_stories: list[dict[str, Any]]  # stories_section.collect: [] when no row has a story_id
 
 
 def _records(relation: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
@@ -101,6 +103,7 @@ def collect(connection: duckdb.DuckDBPyConnection, runs: list[dict[str, Any]],
             f"title, url, {_label('topic')} AS topic, {_label('sentiment')} AS sentiment FROM articles "
             f"ORDER BY coalesce(published_at, fetched_at) DESC, article_id LIMIT {int(latest_articles)}")),
         runs=runs,
+        top_stories=stories_section.collect(connection),
     )
 
 
@@ -237,6 +240,7 @@ dt { color: #666; font-size: .8rem; } dd { margin: 0; font-size: 1.3rem; }
 {% else %}<p class="empty">No articles in this dataset yet.</p>{% endif %}
 </section>
 {% endfor %}
+{{ top_stories }}
 <section>
 <h2>Latest headlines</h2>
 {% if articles %}
@@ -321,6 +325,7 @@ def render(data: ReportData, *, data_dir: str, max_failures: int = 10) -> str:
         generated_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         summary=data.summary,
         charts=[Chart(title, draw() if has_articles else None) for title, draw in charts],
+        top_stories=stories_section.render(data.top_stories),
         articles=data.latest_articles,
         runs=runs,
         count_keys=COUNT_KEYS,

@@ -10,17 +10,21 @@ from collections import Counter
 from pathlib import Path
 
 import lxml.html
+import pyarrow as pa
 import pytest
 from PIL import Image
 
-from newsbeam.analytics import report
+from newsbeam.analytics import report, stories_section
 from newsbeam.analytics.dataset import connect, read_run_manifests
 from newsbeam.pipeline.cli import main
+from newsbeam.schema import FILE_SCHEMA
 from tests.support.datasets import (
     FAILED_RUN_ID,
+    FIRST_RUN_ID,
     SOURCES,
     sample_article,
     sample_articles,
+    write_articles,
     write_dataset,
     write_manifest,
 )
@@ -81,7 +85,8 @@ def test_report_html_is_self_contained_and_escaped(tmp_path):
     html = report.build_report(tmp_path)
     page = lxml.html.fromstring(html)
 
-    assert [h2.text_content() for h2 in page.iter("h2")] == CHART_TITLES + ["Latest headlines", "Latest runs"]
+    assert [h2.text_content() for h2 in page.iter("h2")] == CHART_TITLES + ["Top stories", "Latest headlines",
+                                                                           "Latest runs"]
     svgs = list(page.iter("svg"))
     assert len(svgs) == len(CHART_TITLES)
     for svg, title in zip(svgs, CHART_TITLES):
@@ -144,6 +149,7 @@ def test_report_on_an_empty_dataset_explains_instead_of_failing(tmp_path):
     assert not list(page.iter("svg"))
     notes = [p.text_content() for p in page.find_class("empty")]
     assert notes.count("No articles in this dataset yet.") == len(CHART_TITLES) + 1
+    assert stories_section.NO_STORIES in notes
     assert FAILED_RUN_ID in page.text_content() and "DNS" in page.text_content()
 
 
@@ -156,6 +162,71 @@ def test_report_command_writes_the_file_and_rejects_a_missing_folder(tmp_path, c
     assert len(page.xpath("//h2[text()='Latest runs']/following-sibling::table//tr")) == 2  # header + 1 run
     assert report.run(_parse_args("--data", str(tmp_path / "missing"), "--out", str(out))) == 2
     assert "no dataset folder" in capsys.readouterr().err
+
+
+# --- top stories -------------------------------------------------------------
+
+V2_COLUMNS = ("embedding", "embedding_scale", "story_id")
+V1_SCHEMA = pa.schema([field for field in FILE_SCHEMA if field.name not in V2_COLUMNS])
+MARKUP_TITLE = "<b>Flood</b> & سيول"
+
+
+def _event_time(article) -> str:
+    return article.published_at or article.fetched_at
+
+
+def _story_rows(page) -> list[list[str]]:
+    tables = page.xpath("//h2[text()='Top stories']/following-sibling::table")
+    assert len(tables) == 1
+    return [[td.text_content() for td in tr.iter("td")] for tr in tables[0].iter("tr")][1:]  # less the header
+
+
+def test_top_stories_rank_by_outlets_then_languages(tmp_path):
+    articles = sample_articles()  # 48: 12 a day over 4 days, cycling through the 6 sources
+    # Day one's first six articles are one story in all six outlets and 4 languages; article 1 (Arabic,
+    # published 07:30) is its earliest: article 0 has no published_at and counts from its fetch at 20:30.
+    stories = {number: "st-wide" for number in range(6)}
+    # The others, but the last four, make 12 more stories of 3-4 articles; 13 in all, 10 shown.
+    stories.update({number: f"st-{number % 12:02d}" for number in range(6, 44)})
+    articles = [article.replace(story_id=stories.get(number)) for number, article in enumerate(articles)]
+    articles[1] = articles[1].replace(title=MARKUP_TITLE)
+    write_dataset(tmp_path, articles)
+    page = lxml.html.fromstring(report.build_report(tmp_path))
+    rows = _story_rows(page)
+
+    assert len(rows) == stories_section.MAX_STORIES
+    title, count, outlets, languages, first, last = rows[0]
+    assert title == f"{MARKUP_TITLE} (ar)"  # the earliest article's, escaped: no <b> element
+    assert not page.xpath("//table[@class='stories']//b")
+    assert (count, outlets, languages) == ("6", "6", "ar, de, en, fr")
+    assert (first, last) == ("2024-05-01 07:30", "2024-05-01 20:30")
+    # Every row against the written articles, ranked by outlets, languages, articles, then the latest first.
+    expected = []
+    for story in sorted(set(stories.values())):
+        members = sorted((a for a in articles if a.story_id == story), key=lambda a: (_event_time(a), a.article_id))
+        times = [_event_time(a)[:16].replace("T", " ") for a in members]
+        languages = sorted({a.language for a in members})
+        expected.append([f"{members[0].title} ({members[0].language})", str(len(members)),
+                         str(len({a.source for a in members})), ", ".join(languages), min(times), max(times)])
+    expected.sort(key=lambda row: row[5], reverse=True)  # stable sorts: the last key first
+    expected.sort(key=lambda row: (-int(row[2]), -len(row[3].split(", ")), -int(row[1])))
+    assert rows == expected[: stories_section.MAX_STORIES]
+    assert [int(row[2]) for row in rows] == sorted((int(row[2]) for row in rows), reverse=True)
+
+
+@pytest.mark.parametrize("old_files", [False, True], ids=["no-story-ids", "schema-v1-files"])
+def test_top_stories_without_story_ids_says_so_in_one_line(old_files, tmp_path):
+    if old_files:  # written before story_id existed: the view has no such column
+        write_articles(tmp_path, sample_articles(), FIRST_RUN_ID, schema=V1_SCHEMA)
+    else:  # written without --stories: the column is there, all null
+        write_dataset(tmp_path)
+    page = lxml.html.fromstring(report.build_report(tmp_path))
+
+    section = page.xpath("//h2[text()='Top stories']/parent::section")[0]
+    assert not section.xpath(".//table")
+    assert [p.text_content() for p in section.iter("p")] == [stories_section.NO_STORIES]
+    assert "\n" not in stories_section.NO_STORIES
+    assert len(list(page.iter("svg"))) == len(CHART_TITLES)  # the rest of the report is all there
 
 
 # --- real rendering ----------------------------------------------------------

@@ -213,3 +213,27 @@ def write_dataset(root: Path, articles: Optional[Sequence[Article]] = None) -> W
         languages=tuple(sorted({a.language for a in articles})),
         run_ids=(FIRST_RUN_ID, SECOND_RUN_ID, FAILED_RUN_ID),
     )
+
+
+def with_stories(articles: Sequence[Article], *, story_size: int = 3) -> list[Article]:
+    """``articles`` as a ``--embeddings --stories`` run writes them: a unit vector and a story each.
+
+    Articles ``n`` with the same ``n // story_size`` share a story; every seventh has neither an
+    embedding nor a story (an article the encoder skipped). The vectors are random but
+    seeded by the article's number, and stored as newsbeam.embeddings does (int8 + scale).
+    """
+    import numpy as np
+
+    from newsbeam.embeddings import EMBEDDING_DIMS, to_record
+
+    stored = []
+    for article in articles:
+        number = int(article.article_id.lstrip("a"))
+        if number % 7 == 6:
+            stored.append(article)
+            continue
+        vector = np.random.default_rng(number).standard_normal(EMBEDDING_DIMS).astype(np.float32)
+        embedding, scale = to_record(vector / np.linalg.norm(vector))
+        stored.append(article.replace(embedding=embedding, embedding_scale=scale,
+                                      story_id=f"st-{number // story_size:04d}"))
+    return stored
