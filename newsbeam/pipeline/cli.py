@@ -130,6 +130,8 @@ def run_pipeline(argv: Sequence[str]) -> int:
         return EXIT_CONFIG
     options = PipelineOptions(list(argv))
     news = options.view_as(NewsOptions)
+    if not _workers_share_cwd(options):
+        _make_local_paths_absolute(news)
     if not (news.encoder or news.topic_model or news.sentiment_model):
         # The embedded default never needs the hub; don't let a library try.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -200,6 +202,52 @@ def _is_remote_streaming(options: PipelineOptions) -> bool:
     return bool(standard.streaming) and standard.runner not in LOCAL_RUNNERS
 
 
+def _workers_share_cwd(options: PipelineOptions) -> bool:
+    """Whether the SDK workers are this process or its children, started in its working folder.
+
+    Any other runner's workers open paths from their own folder: a portable
+    job service's external worker pool (``--environment_type EXTERNAL``) was
+    started wherever its operator stood, a Dataflow worker on another machine.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+
+
+PATH_OPTIONS = ("output", "state", "inputs", "heads", "taxonomy", "label_map", "model_cache")
+MODEL_OPTIONS = ("encoder", "topic_model", "sentiment_model")  # a hub id, or a path when one exists here
+
+
+def _make_local_paths_absolute(news) -> None:
+    """Resolve relative local paths against this folder before the job is built.
+
+    The launcher lists --inputs, takes the --state lock, commits the state and
+    reads the committed files back for the manifest, all from its own folder;
+    the workers read and write the same relative paths from theirs. Run
+    through a worker pool started elsewhere, ``--output out`` put the rows in
+    the pool's ``out/`` and the manifest, written here, found none of them
+    (rows_written 0, accounting_ok false, exit 0). Remote paths (gs://,
+    file://) are left as they are.
+    """
+    from newsbeam.layout import filesystems
+
+    def absolute(path):
+        if not isinstance(path, str) or filesystems().get_scheme(path) is not None or os.path.isabs(path):
+            return path
+        return os.path.abspath(path)
+
+    for name in PATH_OPTIONS:
+        value = getattr(news, name, None)
+        if isinstance(value, list):
+            setattr(news, name, [absolute(item) for item in value])
+        elif value:
+            setattr(news, name, absolute(value))
+    for name in MODEL_OPTIONS:
+        value = getattr(news, name, None)
+        if value and os.path.exists(value):
+            setattr(news, name, absolute(value))
+
+
 def _runs_in_this_process(options: PipelineOptions) -> bool:
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
@@ -211,7 +259,9 @@ def _claim_temp_folder(options: PipelineOptions, news) -> None:
     """Clear what killed runs left in ``_tmp``, then mark this run's temp folder as ours.
 
     Only a pipeline that runs on this machine writes OWNER: a remote job's
-    workers go on writing after the launcher's pid is gone.
+    workers go on writing after the launcher's pid is gone. So do a portable
+    job's, even with the job service on this machine: the job service runs the
+    job on when the launcher dies, so the launcher's pid can't vouch for it.
     """
     from apache_beam.options.pipeline_options import StandardOptions
 
