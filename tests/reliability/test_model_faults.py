@@ -30,6 +30,7 @@ class FakeLabels:
     topic_scores: tuple[tuple[str, float], ...]
     sentiment: Optional[str]
     sentiment_score: Optional[float]
+    embedding: Optional[object] = None
 
 
 class ExplodingLabeller:
@@ -40,7 +41,7 @@ class ExplodingLabeller:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [[ord(ch) for ch in text] for text in texts]
 
-    def label_token_ids(self, token_ids: list[list[int]]) -> list[FakeLabels]:
+    def label_token_ids(self, token_ids: list[list[int]], evidence=None) -> list[FakeLabels]:
         texts = ["".join(map(chr, ids)) for ids in token_ids]
         for text in texts:
             if "EXPLODE" in text:
