@@ -12,6 +12,23 @@ def _fmt(value, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
+def _embeddings_and_search_rows(results: dict) -> list[tuple[str, str, str]]:
+    """--embeddings --stories against the default run, and the search query at each size."""
+    rows = []
+    extra = results.get("embeddings_and_stories")
+    if isinstance(extra, dict):
+        rows.append(("--embeddings --stories", _fmt(extra.get("articles_per_s"), " articles/s"),
+                     f"{_fmt(extra.get('vs_default_run'))} of the default run's rate; {extra.get('stories')} stories "
+                     f"for {extra.get('articles')} articles; {_fmt(extra.get('bytes_per_row'))} bytes a row on disk "
+                     f"against {_fmt(extra.get('bytes_per_row_default'))}"))
+    for name, search in (results.get("search") or {}).items():
+        if isinstance(search, dict):
+            rows.append((f"search, {name.replace('_', ' ')}", _fmt(search.get("queries_per_s"), " queries/s"),
+                         f"median {_fmt(search.get('median_ms'))} ms, p95 {_fmt(search.get('p95_ms'))} ms "
+                         "(the DuckDB scoring query, no model)"))
+    return rows
+
+
 def render_markdown(results: dict) -> str:
     """docs/bench.md: the figures table, the machine, the date and the method."""
     figures, machine = results.get("figures", {}), results.get("machine", {})
@@ -73,6 +90,7 @@ def render_markdown(results: dict) -> str:
           f"{full_text.get('hosts')} loopback hosts, {full_text.get('bodies_from_pages')} bodies from pages; "
           f"+{_fmt(full_text.get('extra_s_vs_feeds_only'))} s over the same feeds without --full_text")
          if isinstance(full_text, dict) else ""),
+        *_embeddings_and_search_rows(results),
     ]
     table = "\n".join(f"| {name} | {value} | {note} |" for name, value, note in rows)
     words = corpus.get("body_words", {})
@@ -125,4 +143,9 @@ Produced by `make bench` (`.venv/bin/python bench/run_bench.py`); raw figures in
 - **full_text** (`bench/news_sites.py`): the first (at most) 100 articles served from one loopback server per language (feeds carry
   headline + summary, pages carry the article); `newsbeam run --feeds ...` without and with `--full_text`
   (default politeness); the difference is the cost of `--full_text`.
+- **--embeddings --stories**: the N corpus once more with both flags; its rate against the default run's, the
+  stories found, and the Parquet bytes per row of both datasets.
+- **search** (`bench/search_bench.py`): `newsbeam search`'s scoring query over synthetic embedded rows (random
+  unit vectors, int8 as stored) in 12 partition files; queries per second and latency, the model's query
+  embedding not included.
 """

@@ -266,6 +266,35 @@ def measure_full_text_run(articles, work: Path, heads_args: list[str], baseline:
     return summary
 
 
+def dataset_bytes(output: Path) -> int:
+    return sum(path.stat().st_size for path in output.rglob("*.parquet"))
+
+
+def measure_embeddings_and_stories(corpus: dict, work: Path, heads_args: list[str], baseline: Optional[dict]) -> dict:
+    """The N corpus again with --embeddings --stories: the cost of keeping the vectors and
+    grouping stories, next to the default run of the same corpus, and the bytes a row takes."""
+    output = work / "out_embeddings_stories"
+    run = run_child(newsbeam_argv([str(corpus["dir"])], output, [*heads_args, "--embeddings", "--stories"])).check()
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(output), format="parquet", partitioning="hive",
+                       exclude_invalid_files=True).to_table(columns=["embedding", "story_id"])
+    if table.num_rows != corpus["articles"]:
+        raise RuntimeError(f"newsbeam wrote {table.num_rows} rows for {corpus['articles']} articles")
+    summary = run_summary(run, table.num_rows)
+    stories = table.column("story_id").to_pylist()
+    plain_output = work / "out_n0"  # the first default run of the same corpus
+    summary.update({
+        "flags": "--embeddings --stories",
+        "stories": len(set(stories)),
+        "bytes_per_row": round(dataset_bytes(output) / table.num_rows, 1),
+        "bytes_per_row_default": (round(dataset_bytes(plain_output) / corpus["articles"], 1)
+                                  if plain_output.is_dir() else None),
+        "vs_default_run": ratio(summary["articles_per_s"], (baseline or {}).get("articles_per_s")),
+    })
+    return summary
+
+
 def headline_figures(results: dict) -> dict:
     newsbeam, limit = results.get("newsbeam") or {}, results.get("limit") or {}
     naive, int8 = results.get("naive") or {}, results.get("int8") or {}
@@ -350,6 +379,9 @@ def run(args: argparse.Namespace) -> dict:
         baseline = (results.get("newsbeam") or {}).get("n")
         results["full_text"] = step("full_text", results, measure_full_text_run, small[:FULL_TEXT_ARTICLES], work,
                                     heads_args, baseline)
+    results["embeddings_and_stories"] = step("embeddings_and_stories", results, measure_embeddings_and_stories,
+                                             corpus_dirs["n"], work, heads_args,
+                                             (results.get("newsbeam") or {}).get("n"))
     from search_bench import measure_search
 
     results["search"] = {f"{rows}_rows": step(f"search {rows} rows", results, measure_search, rows, SEARCH_QUERIES)
