@@ -132,6 +132,46 @@ def test_local_streaming_run_polls_a_feed_and_a_folder_then_ends_with_files_comm
     assert not list(output.rglob("*.inprogress"))
 
 
+BRIDGE_EN = ("Santa Luzia bridge collapses in Porto Verde, killing 14",
+             "https://news.example.org/world/porto-verde-bridge",
+             "The Santa Luzia bridge over the Rio Verde in Porto Verde collapsed on Monday morning at rush hour, "
+             "sending cars and a bus into the river. Rescuers said 14 people were killed and about 30 injured.")
+BRIDGE_FR = ("Porto Verde : l'effondrement du pont Santa Luzia fait quatorze morts",
+             "https://actu.example.fr/monde/pont-santa-luzia",
+             "Le pont Santa Luzia, qui enjambe le Rio Verde à Porto Verde, s'est effondré lundi matin à l'heure "
+             "de pointe. Un bus et plusieurs voitures sont tombés dans le fleuve ; les secours comptent quatorze "
+             "morts et une trentaine de blessés.")
+CHESS_EN = ("Twelve-year-old wins the national chess championship",
+            "https://news.example.org/culture/chess-final",
+            "A twelve-year-old schoolgirl won the national chess championship on Sunday, beating the defending "
+            "champion in a five-hour final game watched by hundreds of fans.")
+
+
+def test_local_streaming_run_with_stories_groups_two_languages_of_one_event_in_one_window(tmp_path, http_server):
+    # One feed, every item in its first poll: all three articles share that poll's event time, so one
+    # fixed window; later polls only repeat them (dedup). Stories span one window in streaming.
+    http_server.route("/feed.xml", Response(body=rss([BRIDGE_EN, BRIDGE_FR, CHESS_EN])))
+    output = tmp_path / "out"
+    started = time.monotonic()
+    code = run_cli("--output", str(output), "--streaming", "--feeds", http_server.url("/feed.xml"),
+                   "--poll_interval", "2", "--max_duration", "5", "--window_seconds", "60",
+                   "--allow_private_addresses", "--max_tokens", "128", "--stories", "--embeddings")
+    assert code == 0 and time.monotonic() - started < 120
+    assert len(http_server.requests_to("/feed.xml")) >= 2
+    rows = {r["title"]: r for r in read_rows(output, "title, lang, story_id, embedding")}
+    assert set(rows) == {BRIDGE_EN[0], BRIDGE_FR[0], CHESS_EN[0]}
+    assert rows[BRIDGE_EN[0]]["lang"] == "en" and rows[BRIDGE_FR[0]]["lang"] == "fr"
+    for row in rows.values():
+        assert row["story_id"] and row["story_id"].startswith("st-"), row["title"]
+        assert row["embedding"] is not None and len(row["embedding"]) == 384, row["title"]
+    assert rows[BRIDGE_EN[0]]["story_id"] == rows[BRIDGE_FR[0]]["story_id"]  # one event, two languages
+    assert rows[CHESS_EN[0]]["story_id"] != rows[BRIDGE_EN[0]]["story_id"]
+    manifest = only_manifest(output)
+    assert manifest["counts"]["rows_written"] == 3 and manifest["counts"]["dead_lettered"] == 0
+    assert_accounting(manifest)
+    assert not list(output.rglob("*.inprogress"))
+
+
 # ---- which paths a watch matches: the batch rule (formats.expand_inputs) -------------------------
 
 def watch_plan(pattern: str) -> tuple[str, bool, str]:
