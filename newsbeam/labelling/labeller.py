@@ -59,6 +59,11 @@ class Labels:
 EMPTY_LABELS = Labels(None, None, (), None, None)
 
 
+def check_feed_evidence_weight(weight: float) -> None:
+    if not weight >= 1.0:
+        raise ValueError(f"feed_evidence_weight must be at least 1 (1 ignores the evidence), got {weight}")
+
+
 def weigh_by_evidence(label_ids: Sequence[str], probabilities: np.ndarray,
                       evidence: Optional[Sequence[Sequence[str]]], weight: float) -> np.ndarray:
     """Topic probabilities with the subjects each row's feed names (``evidence[row]``:
@@ -161,9 +166,7 @@ class Labeller:
                  sentiment_classifier: Optional[TextClassifier] = None,
                  max_tokens: int = DEFAULT_MAX_TOKENS, prefix: str = PASSAGE_PREFIX,
                  feed_evidence_weight: float = DEFAULT_FEED_EVIDENCE_WEIGHT, embeddings: bool = False):
-        if not feed_evidence_weight >= 1.0:
-            raise ValueError(f"feed_evidence_weight must be at least 1 (1 ignores the evidence), "
-                             f"got {feed_evidence_weight}")
+        check_feed_evidence_weight(feed_evidence_weight)
         self.encoder = encoder
         self.feed_evidence_weight = feed_evidence_weight
         self.embeddings = embeddings
@@ -322,8 +325,7 @@ def load_labeller(*, encoder: Optional[str] = None, heads: Optional[str] = None,
 
     if max_tokens < 8:
         raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
-    if not feed_evidence_weight >= 1.0:  # before the model loads
-        raise ValueError(f"feed_evidence_weight must be at least 1 (1 ignores the evidence), got {feed_evidence_weight}")
+    check_feed_evidence_weight(feed_evidence_weight)  # before the model loads
     head_set = load_heads(heads)
     # the heads' int8 calibration and weight deltas describe the encoder they were trained on only
     own_encoder = head_set.encoder_id == (encoder or EMBEDDED_MODEL_ID)

@@ -37,6 +37,7 @@ class ExplodingLabeller:
     """Same interface as newsbeam.labelling.labeller.Labeller; raises on a batch with EXPLODE in it."""
 
     model_id = FAKE_MODEL_ID
+    feed_evidence_weight = 1.0
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [[ord(ch) for ch in text] for text in texts]
