@@ -36,6 +36,12 @@ setup(
         "duckdb>=1.1",
         "matplotlib>=3.8",
         "jinja2>=3.1",
+        # --iceberg_table: pyiceberg registers the dataset's own files in an Iceberg table.
+        # Pinned to 0.12: newsbeam builds DataFiles with its pyarrow helpers (partition
+        # values from the Hive folders). Its extras are named here, not asked for through
+        # pyiceberg[sql-sqlite], because an older pip skips a dependency's extras.
+        "pyiceberg>=0.12,<0.13",
+        "sqlalchemy>=2.0.18,<3",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "polars>=2.0", "pandas>=2.0"],

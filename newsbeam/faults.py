@@ -12,6 +12,7 @@ import signal
 CRASH_POINTS = (
     "after_temp_file",  # one data file written to _tmp, none committed
     "mid_commit",  # some files renamed into the dataset, others not
+    "before_table",  # all files of the run (window) committed, not yet in the Iceberg table
     "before_state",  # all data committed, state not yet advanced
     "mid_state",  # ids recorded, feed caches not yet
     "before_manifest",  # state advanced, no manifest yet

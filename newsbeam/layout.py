@@ -7,6 +7,7 @@ folder, builds or parses a file name, or globs the dataset asks this one.
     <output>/_tmp/compact-<id>/                           a compaction's staging area
     <output>/_errors/run_id=<run_id>/part-*.parquet       dead letters
     <output>/_runs/<run_id>.json                          run manifests
+    <output>/_iceberg/                                    the embedded Iceberg catalog (--iceberg_table)
     <output>/_compact.lock                                held by a running compaction
     <output>/_compact.lock.guard                          flock'ed while that lock changes hands
 
@@ -35,6 +36,7 @@ LOGGER = logging.getLogger(__name__)
 TMP_DIR = "_tmp"
 ERRORS_DIR = "_errors"
 RUNS_DIR = "_runs"
+ICEBERG_DIR = "_iceberg"  # the embedded Iceberg catalog and table metadata (newsbeam.iceberg)
 COMPACT_LOCK_NAME = "_compact.lock"
 OWNER_FILE = "OWNER"  # in a run's temp folder: which process on which host writes it
 COMPACT_STAGING_PREFIX = "compact-"
@@ -182,7 +184,7 @@ def compact_lock_path(output: str) -> str:
 # ---- globs --------------------------------------------------------------------------
 
 def _article_files(output: str, name_glob: str) -> list[str]:
-    """Files named like ``name_glob`` anywhere below ``output``, outside ``_tmp``, ``_errors`` and ``_runs``.
+    """Files named like ``name_glob`` anywhere below ``output``, outside ``_tmp``, ``_errors``, ``_runs`` and ``_iceberg``.
 
     Only the path below ``output`` is looked at: an output folder that itself
     lives inside a folder named ``_tmp`` (say) still lists its data.
@@ -192,7 +194,7 @@ def _article_files(output: str, name_glob: str) -> list[str]:
     found = []
     for path in list_paths(join_path(below, name_glob)):
         relative = path[len(root):] if path.startswith(root) else path
-        if not set(relative.replace("\\", "/").split("/")[:-1]) & {ERRORS_DIR, TMP_DIR, RUNS_DIR}:
+        if not set(relative.replace("\\", "/").split("/")[:-1]) & {ERRORS_DIR, TMP_DIR, RUNS_DIR, ICEBERG_DIR}:
             found.append(path)
     return found
 

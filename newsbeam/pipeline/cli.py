@@ -166,6 +166,13 @@ def run_pipeline(argv: Sequence[str]) -> int:
     try:
         if news.state and not news.full_refresh and not dry_run:
             recover_uncommitted(news.state, news.output)
+        if news.iceberg_table and not dry_run:
+            from newsbeam.pipeline.table_commit import repair_table
+
+            problem = repair_table(news)
+            if problem:
+                print(f"newsbeam: {problem}", file=sys.stderr)
+                return EXIT_CONFIG
         return _run_and_report(options, news, dry_run=dry_run)
     finally:
         if lock is not None:
@@ -330,6 +337,10 @@ def _run_and_report(options: PipelineOptions, news, *, dry_run: bool = False) ->
         crash_point("before_manifest")
     manifest = build_manifest(output=news.output, run_id=news.run_id, result=result, started_at=started_at,
                               status=status, error=error_text, options=public_options(options))
+    if news.iceberg_table:
+        from newsbeam.pipeline.table_commit import table_report
+
+        manifest["iceberg"] = table_report(news, news.run_id)
     print(format_summary(manifest))
     try:
         print(f"manifest: {write_manifest(news.output, manifest)}")

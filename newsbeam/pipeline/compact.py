@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from newsbeam.exit_codes import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
+from newsbeam.iceberg import TableSpec, check_table_name, sync
 from newsbeam.layout import (
     TMP_DIR,
     compact_lock_path,
@@ -157,6 +158,7 @@ def compact_dataset(
     on_step: StepHook = _no_step,
     allow_exchange: bool = True,
     dry_run: bool = False,
+    table: Optional[TableSpec] = None,
 ) -> CompactionReport:
     """Compact the chosen leaf folders of ``output``; see the module docstring.
 
@@ -183,6 +185,8 @@ def compact_dataset(
     with CompactLock(output):
         report.recovered = recover_compactions(output)
         remove_abandoned_temp_folders(output)  # runs killed mid-write; logs what it removes
+        if table is not None:
+            sync(table)  # the table holds what the folders hold before anything is rewritten
         chosen, report.skipped = select_leaves(find_leaf_folders(output), partitions,
                                                target_file_bytes=target_file_bytes, min_files=min_files)
         for number, (leaf, merged) in enumerate(chosen):
@@ -192,6 +196,8 @@ def compact_dataset(
             LOGGER.info("compacted %s: %d -> %d files (%s)", leaf.partition, result.files_before,
                         result.files_after, result.strategy)
             report.compacted.append(result)
+            if table is not None:  # the partition's rewrite: one snapshot, old files out, new in
+                sync(table, operation="compact", only=[leaf.path])
         staging_root = join_path(output, TMP_DIR)
         delete_tree(compact_staging(output, report.compact_id))
         if is_local(staging_root) and os.path.isdir(staging_root) and not os.listdir(staging_root):
@@ -219,12 +225,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min_files", type=int, default=DEFAULT_MIN_FILES,
                         help="Compact a leaf only if it has at least this many small files (default 2).")
     parser.add_argument("--dry_run", action="store_true", help="List what would be compacted; change nothing.")
+    parser.add_argument("--iceberg_table", default=None,
+                        help="The dataset's Iceberg table (NAMESPACE.TABLE): each compacted partition is one snapshot.")
+    parser.add_argument("--iceberg_catalog", default=None,
+                        help="pyiceberg catalog name (default: the embedded catalog in <output>/_iceberg).")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        table = None
+        if args.iceberg_table:  # partition keys: whatever the table already has
+            table = TableSpec(check_table_name(args.iceberg_table), args.output.rstrip("/"), (), args.iceberg_catalog)
         report = compact_dataset(args.output, args.partition, target_file_bytes=int(args.target_file_mb * 1024 * 1024),
-                                 min_files=args.min_files, dry_run=args.dry_run)
+                                 min_files=args.min_files, dry_run=args.dry_run, table=table)
     except CompactionLocked as error:
         print(f"newsbeam: {error}", file=sys.stderr)
         return EXIT_LOCKED

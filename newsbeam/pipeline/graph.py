@@ -14,7 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from newsbeam.formats import SUPPORTED_EXTENSIONS
 from newsbeam.formats.html import check_extraction_dependencies, is_html_path
-from newsbeam.layout import check_run_id, new_run_id
+from newsbeam.iceberg import TableSpec, check_table_name
+from newsbeam.layout import check_run_id, is_local, new_run_id, validate_partition_keys
 from newsbeam.pipeline.options import NewsOptions
 from newsbeam.transforms.dedup import DeduplicateArticles
 from newsbeam.transforms.files import ReadFiles
@@ -107,6 +108,7 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     if news.stories and not (-1.0 <= news.story_threshold <= 1.0 and news.story_window > 0):
         raise ValueError(f"--story_threshold is a cosine in [-1, 1] and --story_window seconds > 0; got "
                          f"{news.story_threshold!r}, {news.story_window!r}")
+    table_spec(news)  # a bad --iceberg_table fails here, before anything runs
     streaming = bool(options.view_as(StandardOptions).streaming)
     news.run_id = run_id = check_run_id(run_id or news.run_id or new_run_id())
     if pipeline is not None:
@@ -121,6 +123,20 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
         shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
         raise
     return pipeline
+
+
+def table_spec(news: NewsOptions) -> Optional[TableSpec]:
+    """The Iceberg table of ``--iceberg_table``, or None; a problem is a ValueError of one line."""
+    if not news.iceberg_table:
+        if news.iceberg_catalog:
+            raise ValueError("--iceberg_catalog names the catalog of --iceberg_table: give the table too")
+        return None
+    spec = TableSpec(check_table_name(news.iceberg_table), news.output, tuple(validate_partition_keys(news.partition_keys)),
+                     news.iceberg_catalog)
+    if not news.iceberg_catalog and not is_local(news.output):
+        raise ValueError(f"--iceberg_table on {news.output} needs --iceberg_catalog: the embedded catalog is a "
+                         "SQLite file beside local data (docs/analytics.md has a BigQuery/REST example)")
+    return spec
 
 
 def group_stories(articles, news: NewsOptions, run_id: str, streaming: bool):
@@ -182,5 +198,6 @@ def assemble(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, streaming:
     if news.stories:
         articles, story_dead = group_stories(articles, news, run_id, streaming)
         dead_letters = (dead_letters, story_dead) | "MergeStoryDeadLetters" >> beam.Flatten()
-    articles | "WriteDataset" >> WriteArticles(news.output, run_id, news.partition_keys, news.max_rows_per_file)
+    articles | "WriteDataset" >> WriteArticles(news.output, run_id, news.partition_keys, news.max_rows_per_file,
+                                               table_spec(news))
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(news.output, run_id)

@@ -188,5 +188,10 @@ def format_summary(manifest: dict[str, Any]) -> str:
             lines.append(f"    {partition:<40} {rows:>8}")
     for failure in manifest["failures"][:20]:
         lines.append(f"  failed {failure['stage']}: {failure['source']}: {failure['reason']}")
+    table = manifest.get("iceberg")
+    if table:
+        lines.append(f"  iceberg table {table['table']}: "
+                     + (f"snapshot {table['snapshot_id']}" if table.get("snapshot_id") else
+                        f"error: {table['error']}" if table.get("error") else "no new snapshot (nothing written)"))
     lines.append(f"  wall time: {manifest['timings']['wall_seconds']} s")
     return "\n".join(lines)

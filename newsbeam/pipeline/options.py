@@ -69,6 +69,12 @@ class NewsOptions(PipelineOptions):
         io.add_argument("--max_rows_per_file", type=int, default=DEFAULT_MAX_ROWS_PER_FILE)
         io.add_argument("--state", default=None,
                         help="State folder for incremental runs (local or gs://).")
+        io.add_argument("--iceberg_table", default=None,
+                        help="Also commit every run's (every window's) files to this Apache Iceberg table, "
+                             "NAMESPACE.TABLE, as one snapshot (the same files, no second copy).")
+        io.add_argument("--iceberg_catalog", default=None,
+                        help="pyiceberg catalog name configured in .pyiceberg.yaml or PYICEBERG_CATALOG__* "
+                             "(default: an embedded SQLite catalog in <output>/_iceberg).")
         io.add_argument("--full_refresh", action="store_true", default=False,
                         help="Ignore the state: fetch and write everything again.")
 

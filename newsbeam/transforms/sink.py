@@ -17,13 +17,14 @@ import itertools
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from newsbeam.faults import crash_point
+from newsbeam.iceberg import TableSpec, commit_files
 from newsbeam.layout import (
     DEFAULT_PARTITION_KEYS,
     errors_partition,
@@ -96,16 +97,17 @@ def _window_tag(window, pane) -> str:
 class _CommitFilesFn(beam.DoFn):
     """Phase 2: rename every finished temp file to its final Hive path."""
 
-    def __init__(self, output: str, run_id: str, counter: str):
+    def __init__(self, output: str, run_id: str, counter: str, table: Optional[TableSpec] = None):
         self.output = output
         self.run_id = run_id
         self.counter_name = counter
+        self.table = table
 
     def setup(self):
         self.rows_committed = counter(self.counter_name)
         self.files_committed = counter(f"{self.counter_name}_files")
 
-    def process(self, written: list[WrittenFile]):
+    def process(self, written: list[WrittenFile], window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         items = sorted(written, key=lambda w: w.final_path)
         # Every folder first: a folder that can't be made fails the commit
         # before anything of the run became visible.
@@ -123,6 +125,13 @@ class _CommitFilesFn(beam.DoFn):
         except Exception:
             self._roll_back(moved)
             raise
+        if self.table is not None and moved:
+            # The files are committed; the table names them next as one snapshot. A kill
+            # in between is repaired by the next run's sync (newsbeam.iceberg).
+            crash_point("before_table")
+            tag = _window_tag(window, pane)
+            commit_files(self.table, [item.final_path for item in moved], self.run_id,
+                         {"newsbeam.window": tag} if tag else None)
         for item in moved:
             self.rows_committed.inc(item.rows)
             self.files_committed.inc()
@@ -145,11 +154,11 @@ class _WriteRecords(beam.PTransform):
     """
 
     def __init__(self, output: str, run_id: str, schema: pa.Schema, max_rows_per_file: int, counter: str,
-                 record_type: type, to_row: Callable[[Any], dict]):
+                 record_type: type, to_row: Callable[[Any], dict], table: Optional[TableSpec] = None):
         super().__init__()
         self.output, self.run_id, self.schema = output, run_id, schema
         self.max_rows_per_file, self.counter = max_rows_per_file, counter
-        self.record_type, self.to_row = record_type, to_row
+        self.record_type, self.to_row, self.table = record_type, to_row, table
 
     def expand(self, keyed_records):
         writer = _WriteTempFilesFn(self.output, self.run_id, self.schema, self.max_rows_per_file,
@@ -160,7 +169,7 @@ class _WriteRecords(beam.PTransform):
             | "GroupByPartition" >> beam.GroupByKey()
             | "WriteTempFiles" >> beam.ParDo(writer)
             | "GatherWrittenFiles" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
-            | "CommitFiles" >> beam.ParDo(_CommitFilesFn(self.output, self.run_id, self.counter))
+            | "CommitFiles" >> beam.ParDo(_CommitFilesFn(self.output, self.run_id, self.counter, self.table))
         )
 
 
@@ -173,12 +182,14 @@ class WriteArticles(beam.PTransform):
         run_id: str,
         partition_keys: Sequence[str] = DEFAULT_PARTITION_KEYS,
         max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+        table: Optional[TableSpec] = None,
     ):
         super().__init__()
         self.output = output
         self.run_id = run_id
         self.partition_keys = validate_partition_keys(partition_keys)
         self.max_rows_per_file = max_rows_per_file
+        self.table = table  # also commit each run's (window's) files to this Iceberg table
 
     def expand(self, articles):
         keys, run_id = self.partition_keys, self.run_id
@@ -186,7 +197,8 @@ class WriteArticles(beam.PTransform):
             articles
             | "KeyByPartition" >> beam.Map(lambda a: (partition_path(partition_values(a, keys)), a))
             | "WritePartitions" >> _WriteRecords(self.output, run_id, FILE_SCHEMA, self.max_rows_per_file, "rows_written",
-                                                 Article, functools.partial(article_to_row, run_id=run_id))
+                                                 Article, functools.partial(article_to_row, run_id=run_id),
+                                                 self.table)
         )
 
 

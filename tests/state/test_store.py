@@ -120,7 +120,7 @@ def _assert_each_article_once(output: Path, expected: int) -> None:
     assert len(ids) == len(set(ids)) == expected
 
 
-@pytest.mark.parametrize("point", CRASH_POINTS)
+@pytest.mark.parametrize("point", [point for point in CRASH_POINTS if point != "before_table"])  # tests/pipeline/test_iceberg_runs.py
 def test_kill_9_at_a_known_point_then_rerun_writes_each_article_once(tmp_path, point):
     inputs = _write_inputs(tmp_path, 24)
     output, state = tmp_path / "out", tmp_path / "state"
