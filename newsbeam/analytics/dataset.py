@@ -2,7 +2,8 @@
 
 Layout: ``<root>/<key>=<value>/.../part-*.parquet`` (Hive partitions, default
 ``dt``/``lang``), run manifests in ``<root>/_runs/*.json`` and dead letters in
-``<root>/_errors/``. Only ``key=value`` folders feed the ``articles`` view.
+``<root>/_errors/``. Only ``key=value`` folders feed the ``articles`` view, or,
+with a table, the files of one snapshot of the dataset's Iceberg table.
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import glob
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import duckdb
 import pyarrow as pa
 
+from newsbeam.analytics.table_view import TableSnapshot, describe, resolve
 from newsbeam.layout import DEFAULT_PARTITION_KEYS, PARTITION_SEGMENT_RE, articles_glob, errors_glob, manifests_glob
 from newsbeam.schema import ERROR_SCHEMA, FILE_SCHEMA, PARTITION_FIELDS
 
@@ -66,28 +68,47 @@ def _empty_articles_table(partition_keys: tuple[str, ...]) -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
-def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory:",
+            table: Union[str, TableSnapshot, None] = None, catalog: Optional[str] = None,
+            as_of: Optional[str] = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views ``articles`` and ``errors`` over ``data_dir``.
 
     ``articles`` unions files by column name, so files written with an older
     (add-only) schema version read with the newer columns as NULL. Partition
     columns are typed from newsbeam.schema (``dt`` is a DATE). A missing or
     empty dataset gives empty views with the full schema, not an error.
+
+    With ``table`` (a name, or a snapshot from ``table_view.resolve``),
+    ``articles`` reads exactly the files of that Iceberg table's current
+    snapshot (or its snapshot ``as_of``, an id or ISO time), in catalog
+    ``catalog`` (default: the embedded one in ``data_dir``); a table problem
+    raises newsbeam.iceberg.TableError. ``errors`` and the manifests still
+    come from ``data_dir``.
     """
     root = Path(data_dir)
+    if isinstance(table, str):
+        table = resolve(root, table, catalog=catalog, as_of=as_of)
+    elif table is None and (catalog is not None or as_of is not None):
+        raise ValueError("catalog and as_of read a table: pass table too")
+    if table is not None:
+        partition_keys, source = table.partition_keys, "[" + ", ".join(map(_sql_string, table.files)) + "]"
+        has_files = bool(table.files)
+    else:
+        partition_keys = detect_partition_keys(root)
+        pattern = articles_glob(root, partition_keys)
+        source, has_files = _sql_string(pattern), _has_files(pattern)
     connection = duckdb.connect(database)
     # Timestamps are stored in UTC; show and cast them (e.g. to DATE) in UTC too.
     connection.execute("SET TimeZone = 'UTC'")
-    partition_keys = detect_partition_keys(root)
-    pattern = articles_glob(root, partition_keys)
-    if _has_files(pattern):
+    if has_files:
         hive_options = f", hive_types = {_hive_types(partition_keys)}" if partition_keys else ""
         connection.execute(
-            f"CREATE VIEW {ARTICLES_VIEW} AS SELECT * FROM read_parquet({_sql_string(pattern)}, "
+            f"CREATE VIEW {ARTICLES_VIEW} AS SELECT * FROM read_parquet({source}, "
             f"hive_partitioning = {str(bool(partition_keys)).lower()}, union_by_name = true{hive_options})"
         )
     else:
-        LOGGER.warning("no article files under %s; the articles view is empty", root)
+        LOGGER.warning("no article files in %s; the articles view is empty",
+                       root if table is None else describe(table))
         connection.register(ARTICLES_VIEW, _empty_articles_table(partition_keys or DEFAULT_PARTITION_KEYS))
     errors = errors_glob(root)
     if _has_files(errors):

@@ -1,7 +1,8 @@
 """``newsbeam query "SQL"``: DuckDB SQL over the dataset (view ``articles``).
 
 Also registered: ``errors`` (dead letters from ``_errors/``). Output is a
-table for people, or CSV, JSON Lines or Parquet for other tools.
+table for people, or CSV, JSON Lines or Parquet for other tools. With
+``--table`` the articles are one snapshot of the dataset's Iceberg table.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any, Iterator, TextIO
 
 import duckdb
 
+from newsbeam.analytics import table_view
 from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect
+from newsbeam.iceberg import TableError
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -31,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write to this file instead of standard output")
     parser.add_argument("--max-rows", type=int, default=40,
                         help="rows shown by --format table (default: %(default)s); other formats write all")
+    table_view.add_arguments(parser)
 
 
 def _plain(value: Any) -> Any:
@@ -95,10 +99,19 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("newsbeam query: --format parquet needs --out FILE", file=sys.stderr)
         return 2
-    if not Path(args.data).is_dir():
+    problem = table_view.flag_problem(args)
+    if problem:
+        print(f"newsbeam query: {problem}", file=sys.stderr)
+        return 2
+    # A configured catalog may name files anywhere; the folder then only adds errors.
+    if not Path(args.data).is_dir() and not (args.table and args.iceberg_catalog):
         print(f"newsbeam query: no dataset folder at {args.data}", file=sys.stderr)
         return 2
-    connection = connect(args.data)
+    try:
+        connection = connect(args.data, table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of)
+    except TableError as error:
+        print(f"newsbeam query: {error}", file=sys.stderr)
+        return 2
     try:
         relation = connection.sql(args.sql)
         if relation is None:  # a statement without a result, e.g. SET
