@@ -33,7 +33,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import connection as urllib3_connection
 
-from newsbeam.fetch.deadline import watch_socket
+from newsbeam.fetch.deadline import ResolutionTimeout, resolve, watch_socket
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -160,7 +160,9 @@ class _GuardedConnectionMixin:
             raise ConnectFailure("blocked_address",
                                  f"{host!r} is a cloud metadata host name, which is never fetched")
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = resolve(host, port)  # ends at the exchange's deadline, like its sockets
+        except ResolutionTimeout as exc:
+            raise ConnectFailure("timeout", str(exc)) from exc
         except (socket.gaierror, UnicodeError) as exc:
             raise ConnectFailure("dns", f"cannot resolve {host!r}: {exc}") from exc
         addresses = list(dict.fromkeys(info[4][0] for info in infos))

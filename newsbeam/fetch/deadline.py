@@ -18,13 +18,17 @@ owns and closes itself: the original may be closed by urllib3 at any moment,
 and its descriptor number reused by an unrelated connection, which the
 watchdog must never touch.
 
-Not covered: name resolution (``getaddrinfo`` cannot be interrupted), which
-the system resolver's own timeouts bound.
+Name resolution has no socket to shut down and ``getaddrinfo`` cannot be
+interrupted, so under a deadline it runs on a helper thread that the exchange
+waits for only until the deadline (:func:`resolve`); a resolver that hangs
+longer leaves that thread to the system resolver's own timeouts, and the
+fetch ends on time.
 """
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextvars import ContextVar
 from typing import Optional
 
@@ -47,12 +51,17 @@ class SocketDeadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._token = None
+        self._ends = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._ends - time.monotonic())
 
     @property
     def expired(self) -> bool:
         return self._expired
 
     def __enter__(self) -> "SocketDeadline":
+        self._ends = time.monotonic() + self.seconds
         self._token = _CURRENT.set(self)
         self._timer.start()
         return self
@@ -103,3 +112,31 @@ def watch_socket(sock: socket.socket) -> None:
     deadline = _CURRENT.get()
     if deadline is not None:
         deadline.watch(sock)
+
+
+class ResolutionTimeout(Exception):
+    """Name resolution outlasted the exchange's deadline."""
+
+
+def resolve(host: str, port: int) -> list:
+    """``socket.getaddrinfo`` for a stream socket, ended at the current exchange's deadline."""
+    deadline = _CURRENT.get()
+    if deadline is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as error:  # handed to the waiting exchange
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name="newsbeam-resolve", daemon=True).start()
+    if not done.wait(deadline.remaining()):
+        raise ResolutionTimeout(f"resolving {host!r} outlasted the {deadline.seconds:.1f}s deadline")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["infos"]  # type: ignore[return-value]

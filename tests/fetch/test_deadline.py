@@ -100,3 +100,32 @@ def test_fast_response_after_slow_phase_on_same_fetcher__deadline_is_per_fetch(t
 
     assert slow.value.reason == "timeout"
     assert prompt.value.reason == "http_404"
+
+
+def test_name_resolution_that_hangs__fetch_fails_timeout_within_total_timeout(monkeypatch):
+    """A resolver that answers after 8 s (a dead DNS server): the fetch ends at the 2 s deadline,
+    reason 'timeout', naming the host; the answer, when it comes, is never used."""
+    import socket
+    import threading
+
+    real_getaddrinfo = socket.getaddrinfo
+    released = threading.Event()
+
+    def hanging_getaddrinfo(host, port, *args, **kwargs):
+        if host == "slow-dns.example":
+            released.wait(8)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    started = time.monotonic()
+    try:
+        with HttpFetcher(POLICY) as fetcher, pytest.raises(FetchError) as caught:
+            fetcher.fetch("http://slow-dns.example:9/feed.xml")
+    finally:
+        released.set()
+    elapsed = time.monotonic() - started
+
+    assert caught.value.reason == "timeout"
+    assert caught.value.detail.startswith("resolving 'slow-dns.example' outlasted the")
+    assert elapsed < DEADLINE_S + MARGIN_S, elapsed
