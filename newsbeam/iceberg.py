@@ -116,14 +116,19 @@ def _partition_spec(schema, partition_keys: Sequence[str]):
 def open_table(spec: TableSpec, *, create: bool = True):
     """The table, created on first use; a newer file schema is added to it (add-only)."""
     catalog = load_catalog(spec)
-    from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import (
+        NamespaceAlreadyExistsError,
+        NoSuchNamespaceError,
+        NoSuchTableError,
+        TableAlreadyExistsError,
+    )
     from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
     from pyiceberg.schema import assign_fresh_schema_ids
     from pyiceberg.table import TableProperties
 
     try:
         table = catalog.load_table(spec.name)
-    except NoSuchTableError:
+    except (NoSuchTableError, NoSuchNamespaceError):
         if not create or not spec.partition_keys:
             raise TableError(f"no Iceberg table {spec.name} in catalog {spec.catalog or EMBEDDED_CATALOG}") from None
         namespace = spec.name.rsplit(".", 1)[0]
@@ -308,14 +313,19 @@ def sync(spec: TableSpec, operation: str = "sync", only: Optional[Sequence[str]]
 def snapshot_files(spec: TableSpec, as_of: Optional[str] = None) -> tuple[int, list[str]]:
     """(snapshot id, its data files) now or ``as_of`` a snapshot id or an ISO time."""
     table = open_table(spec, create=False)
-    snapshot = table.current_snapshot() if as_of is None else _snapshot_as_of(table, as_of)
-    if snapshot is None:
-        return 0, []
-    return snapshot.snapshot_id, sorted(task.file.file_path for task in table.scan(snapshot_id=snapshot.snapshot_id)
-                                        .plan_files())
+    snapshot = snapshot_as_of(table, as_of)
+    return (snapshot.snapshot_id, snapshot_paths(table, snapshot)) if snapshot is not None else (0, [])
 
 
-def _snapshot_as_of(table, as_of: str):
+def snapshot_paths(table, snapshot) -> list[str]:
+    """The data files ``snapshot`` of ``table`` holds, sorted."""
+    return sorted(task.file.file_path for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
+
+
+def snapshot_as_of(table, as_of: Optional[str] = None):
+    """The current snapshot (None for an empty table), or the one ``as_of`` a snapshot id or an ISO time."""
+    if as_of is None:
+        return table.current_snapshot()
     text = as_of.strip()
     if text.isdigit():
         snapshot = table.snapshot_by_id(int(text))

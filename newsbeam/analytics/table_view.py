@@ -61,18 +61,12 @@ def resolve(data_dir: Path | str, name: str, *, catalog: Optional[str] = None,
     if catalog is None and not (Path(data_dir) / ICEBERG_DIR / "catalog.db").is_file():
         raise iceberg.TableError(f"no Iceberg table {name}: {data_dir} has no embedded catalog "
                                  f"({ICEBERG_DIR}/catalog.db; newsbeam run --iceberg_table makes it)")
-    spec = iceberg.TableSpec(name, str(data_dir), (), catalog)
+    spec = iceberg.TableSpec(name, str(data_dir), (), catalog)  # no keys: whatever the table is partitioned by
     try:
-        # The table's own partition spec, so that open_table's check of the keys passes.
-        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
-        try:
-            table = iceberg.load_catalog(spec).load_table(name)
-        except (NoSuchTableError, NoSuchNamespaceError):
-            raise iceberg.TableError(f"no Iceberg table {name} in catalog {catalog_name}") from None
+        table = iceberg.open_table(spec, create=False)
+        snapshot = iceberg.snapshot_as_of(table, as_of)
+        files = iceberg.snapshot_paths(table, snapshot) if snapshot is not None else []
         keys = tuple(field.name for field in table.spec().fields)
-        snapshot_id, files = iceberg.snapshot_files(iceberg.TableSpec(name, str(data_dir), keys, catalog), as_of)
-        snapshot = table.refresh().snapshot_by_id(snapshot_id) if snapshot_id else None
     except iceberg.TableError:
         raise
     except Exception as error:  # a catalog or metadata problem (unreachable, forbidden, corrupt): one line
@@ -84,13 +78,14 @@ def resolve(data_dir: Path | str, name: str, *, catalog: Optional[str] = None,
             raise iceberg.TableError(f"Iceberg table {name} holds files outside this machine ({path}): "
                                      "query it with pyiceberg, Spark or BigQuery (docs/analytics.md)")
         if not os.path.exists(_local(path)):
-            raise iceberg.TableError(f"snapshot {snapshot_id} of {name} names a file that is gone ({path}): "
-                                     "compaction replaced it, so time travel reaches back only to the last "
+            raise iceberg.TableError(f"snapshot {snapshot.snapshot_id} of {name} names a file that is gone "
+                                     f"({path}): compaction replaced it, so time travel reaches back only to the last "
                                      "compaction of each partition")
         local.append(_local(path))
-    committed_at = (dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.timezone.utc)
-                    if snapshot is not None else None)
-    return TableSnapshot(name, catalog_name, snapshot_id or None, committed_at, tuple(local), keys)
+    if snapshot is None:
+        return TableSnapshot(name, catalog_name, None, None, (), keys)
+    committed_at = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.timezone.utc)
+    return TableSnapshot(name, catalog_name, snapshot.snapshot_id, committed_at, tuple(local), keys)
 
 
 def describe(snapshot: TableSnapshot) -> str:
