@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -82,16 +82,19 @@ def pooled_features(encoder, texts: Sequence[str], layers: tuple[int, ...], max_
 
 
 def balanced_weights(label_ids: np.ndarray, sources: Sequence[str], num_labels: int,
-                     source_power: float = DEFAULT_SOURCE_POWER) -> np.ndarray:
+                     source_power: float = DEFAULT_SOURCE_POWER,
+                     source_weights: Optional[Mapping[str, float]] = None) -> np.ndarray:
     """Per-row weights, mean 1: a data source of n rows weighs n**source_power
-    in total (0: all sources equal, 1: every row equal), then the weights are
-    rescaled so every label present weighs the same."""
+    in total (0: all sources equal, 1: every row equal), times the factor of
+    the first ``source_weights`` key its spec contains (e.g. ``{"xlmt": 3}``),
+    then the weights are rescaled so every label present weighs the same."""
     weights = np.ones(len(label_ids), dtype=np.float64)
     source_array = np.asarray(sources)
     names = sorted(set(sources))
     for name in names:
         member = source_array == name
-        weights[member] = float(member.sum()) ** source_power / member.sum()
+        factor = next((value for key, value in (source_weights or {}).items() if key in name), 1.0)
+        weights[member] = factor * float(member.sum()) ** source_power / member.sum()
     label_mass = np.bincount(label_ids, weights=weights, minlength=num_labels)
     present = label_mass > 0
     weights *= (label_mass.sum() / present.sum()) / label_mass[label_ids]

@@ -69,7 +69,8 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                 layers: Optional[dict[str, Sequence[int]]] = None, l2: Optional[dict[str, float]] = None,
                 hidden: Optional[dict[str, int]] = None, epochs: Optional[dict[str, int]] = None,
                 max_tokens: int = DEFAULT_MAX_TOKENS, version: str = DEFAULT_VERSION,
-                source_power: float = DEFAULT_SOURCE_POWER, cache_dir: Optional[str | Path] = None,
+                source_power: float = DEFAULT_SOURCE_POWER, source_weights: Optional[dict[str, float]] = None,
+                cache_dir: Optional[str | Path] = None,
                 fine_tuning: Optional[FineTuneSettings] = FineTuneSettings(),
                 temperature_data: Optional[dict[str, Sequence[str]]] = None,
                 article_windows: int = DEFAULT_ARTICLE_WINDOWS, window_tokens: int = DEFAULT_WINDOW_TOKENS,
@@ -107,7 +108,7 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
             members = np.flatnonzero(paths == path)
             pooled[members] = pooled_features(encoder, [rows.texts[i] for i in members], task_layers,
                                               max_tokens, cache_dir=cache_dir)
-        weights = balanced_weights(label_ids, rows.sources, len(labels), source_power)
+        weights = balanced_weights(label_ids, rows.sources, len(labels), source_power, source_weights)
         task_l2 = (l2 or DEFAULT_L2).get(task, DEFAULT_L2[task])
         head = fit_head(task, labels, task_layers, pooled, label_ids, weights, l2=task_l2,
                         hidden=(hidden or DEFAULT_HIDDEN).get(task, DEFAULT_HIDDEN[task]),
@@ -195,6 +196,21 @@ def _task_epochs(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(pairs)
 
 
+def _source_weights(value: str) -> dict[str, float]:
+    """``xlmt=3,lab/written=0.5`` -> {"xlmt": 3.0, "lab/written": 0.5}."""
+    weights = {}
+    for part in filter(None, (piece.strip() for piece in value.split(","))):
+        key, separator, number = part.rpartition("=")
+        try:
+            factor = float(number)
+        except ValueError:
+            factor = -1.0
+        if not separator or not key.strip() or not factor > 0:
+            raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT with a positive weight, got {part!r}")
+        weights[key.strip()] = factor
+    return weights
+
+
 def _layer_list(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.split(",") if part.strip())
@@ -239,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Tokens of one such row, headline included (match the pipeline's --max_tokens).")
     parser.add_argument("--source_power", type=float, default=DEFAULT_SOURCE_POWER,
                         help="A data source of n rows weighs n**power in total (0: sources equal, 1: rows equal).")
+    parser.add_argument("--source_weight", type=_source_weights, default={}, metavar="SOURCE=WEIGHT[,...]",
+                        help="Multiply the total weight of each data source whose spec contains SOURCE, e.g. xlmt=3 "
+                             "(applied before the labels are balanced).")
     defaults = FineTuneSettings()
     parser.add_argument("--fine_tune_epochs", type=int, default=defaults.epochs,
                         help="Epochs training the encoder's top layers with the heads (0: keep the encoder frozen; "
@@ -306,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
         l2={"topic": args.topic_l2, "sentiment": args.sentiment_l2},
         hidden={"topic": args.topic_hidden, "sentiment": args.sentiment_hidden},
         epochs={"topic": args.topic_epochs, "sentiment": args.sentiment_epochs},
-        max_tokens=args.max_tokens, version=args.version, source_power=args.source_power, cache_dir=cache_dir,
+        max_tokens=args.max_tokens, version=args.version, source_power=args.source_power,
+        source_weights=args.source_weight, cache_dir=cache_dir,
         fine_tuning=fine_tuning, temperature_data=temperature_data, article_windows=args.article_windows,
         window_tokens=args.window_tokens, data_root=args.data_root)
     folder = save_heads(head_set, args.output)

@@ -206,6 +206,29 @@ def test_balanced_weights_even_out_sources_and_labels():
     assert proportional[100] / proportional[0] == pytest.approx(1.0)
 
 
+def test_source_weight_multiplies_one_sources_total_before_label_balancing():
+    labels = np.array([0, 1] * 50 + [0, 1] * 50)
+    sources = ["sentiment/xlmt/*/train.jsonl@xlmt"] * 100 + ["lab/labels/*.jsonl"] * 100
+    even = head_fitting.balanced_weights(labels, sources, 2, source_power=0.0)
+    assert even[:100].sum() == pytest.approx(even[100:].sum())
+    tripled = head_fitting.balanced_weights(labels, sources, 2, source_power=0.0, source_weights={"xlmt": 3.0})
+    assert tripled.mean() == pytest.approx(1.0)
+    assert tripled[:100].sum() == pytest.approx(3 * tripled[100:].sum())
+    assert tripled[labels == 0].sum() == pytest.approx(tripled[labels == 1].sum())
+
+
+@pytest.mark.parametrize("value, expected", [("xlmt=3", {"xlmt": 3.0}),
+                                             ("xlmt=3, lab/written=0.5", {"xlmt": 3.0, "lab/written": 0.5})])
+def test_source_weight_flag_parses(value, expected):
+    assert training._source_weights(value) == expected
+
+
+@pytest.mark.parametrize("value", ["xlmt", "xlmt=0", "xlmt=-1", "=2", "xlmt=many"])
+def test_source_weight_flag_rejects_bad_values(value):
+    with pytest.raises(argparse.ArgumentTypeError):
+        training._source_weights(value)
+
+
 def test_fit_head_linear_and_mlp_separate_gaussian_blobs():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 2, 8)) * 3
