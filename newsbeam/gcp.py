@@ -2,6 +2,7 @@
 credentials can be found."""
 from __future__ import annotations
 
+import os
 from typing import Iterable, Optional
 
 
@@ -9,8 +10,8 @@ def gcs_credentials_problem(paths: Iterable[Optional[str]]) -> str:
     """One line on how to provide Google credentials, when some of ``paths`` are on GCS and
     google.auth finds none; "" when none are on GCS or credentials are there."""
     on_gcs = [str(path) for path in paths if path and str(path).startswith("gs://")]
-    if not on_gcs:
-        return ""
+    if not on_gcs or os.environ.get("STORAGE_EMULATOR_HOST"):
+        return ""  # an emulator (fake-gcs-server and the like) takes no credentials
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 

@@ -32,7 +32,7 @@ import time
 from typing import Iterator, Optional
 
 from newsbeam.gcp import gcs_credentials_problem
-from newsbeam.layout import is_local, join_path, make_dirs, read_text
+from newsbeam.layout import is_local, join_path, make_dirs
 from newsbeam.runs import OWNER_ALIVE, OWNER_GONE, owner_status, process_owner
 
 LOGGER = logging.getLogger(__name__)
@@ -222,7 +222,11 @@ class FileLock:
         self._renewer: Optional[threading.Thread] = None
 
     def describe_holder(self) -> str:
-        return (read_text(self.path) or "").strip() or "unknown holder"
+        try:  # through the lock's own storage calls: the same client, endpoint and credentials
+            seen = (self._file or _lock_file(self.path)).read()
+        except Exception:  # only words for an error message: never mask the error itself
+            seen = None
+        return (seen[0] if seen else "").strip() or "unknown holder"
 
     def acquire(self) -> "FileLock":
         """Take the lock or raise StateLocked; ValueError where no lock can be taken
