@@ -91,7 +91,7 @@ def test_apply_weight_deltas_adds_to_the_named_parameters_and_refuses_misfits(ti
 
 
 @pytest.mark.parametrize("bad", [{"rank": 0}, {"epochs": -1}, {"batch_size": 0}, {"learning_rate": 0.0},
-                                 {"seeds": 0}, {"task_epochs": (("topic", 0),)}])
+                                 {"seeds": 0}, {"task_epochs": (("topic", 0),)}, {"precision": "float16"}])
 def test_bad_fine_tuning_settings_fail_before_any_training(bad):
     with pytest.raises(ValueError, match="fine-tuning"):
         FineTuneSettings(**bad)
@@ -107,6 +107,7 @@ def test_train_heads_fine_tune_options_reach_the_settings():
         ["--fine_tune_seed", "3", "--fine_tune_seeds", "2", "--fine_tune_lr", "1e-4", "--fine_tune_rank", "16",
          "--fine_tune_epochs", "5", "--fine_tune_from_layer", "4"]))
     assert chosen == FineTuneSettings(seed=3, seeds=2, learning_rate=1e-4, rank=16, epochs=5, from_layer=4)
+    assert training.fine_tune_settings(parser.parse_args(["--fine_tune_precision", "bfloat16"])).precision == "bfloat16"
     per_task = training.fine_tune_settings(parser.parse_args(["--fine_tune_task_epochs", "topic=5, sentiment=2"]))
     assert per_task.task_epochs == (("topic", 5), ("sentiment", 2))
     assert (per_task.epochs_of("topic"), per_task.epochs_of("sentiment"), per_task.total_epochs(["sentiment"])) == (5, 2, 2)
@@ -163,7 +164,8 @@ def weighted_loss(model, network_heads, rows: TaskRows, from_layer: int) -> floa
         return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(rows.label_ids)).item())
 
 
-def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_deltas(tiny_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_deltas(tiny_path, precision):
     encoder = own_bert_encoder(tiny_path)
     model = encoder.model
     before = parameters(model)
@@ -178,7 +180,7 @@ def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_del
     loss_before = weighted_loss(model, probe, rows["topic"], 1)
 
     settings = FineTuneSettings(from_layer=1, epochs=4, learning_rate=1e-3, head_learning_rate=1e-3,
-                                batch_size=8, rank=3)
+                                batch_size=8, rank=3, precision=precision)
     heads, deltas = fine_tune(model, rows, settings, pad_id=encoder.pad_id)
 
     after = parameters(model)
@@ -194,6 +196,8 @@ def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_del
         else:
             np.testing.assert_allclose(change, deltas[name], atol=1e-6)
     assert heads["topic"].metadata["fine_tuned"]["rank"] == 3
+    assert heads["topic"].metadata["fine_tuned"]["precision"] == precision
+    assert all(value.dtype == np.float32 for value in deltas.values())  # shipped weights stay float32
     assert weighted_loss(model, heads["topic"], rows["topic"], 1) < loss_before
 
 
