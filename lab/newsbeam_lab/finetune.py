@@ -20,7 +20,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from newsbeam.labelling.bert import BertModel, masked_mean
 from newsbeam.labelling.encoder import length_sorted_batches, padded_batch
 from newsbeam.labelling.heads import Head
 from newsbeam_lab.deltas import low_rank_deltas
+from newsbeam_lab.state_cache import cached_states
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,13 +111,17 @@ def can_fine_tune(model) -> bool:
 
 
 def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTuneSettings,
-              pad_id: int = 1, max_batch_tokens: int = 8192) -> tuple[dict[str, Head], dict[str, np.ndarray]]:
+              pad_id: int = 1, max_batch_tokens: int = 8192, cache_dir: Optional[str | Path] = None,
+              model_key: str = "") -> tuple[dict[str, Head], dict[str, np.ndarray]]:
     """Train ``model``'s layers above ``settings.from_layer`` and the heads.
 
     With ``settings.seeds`` > 1, that many fine-tunes start from the same
     weights and heads, differ only in batch order and dropout, and their
     weights are averaged: a uniform "model soup" (Wortsman et al. 2022), one
     encoder and one set of heads at the cost of one fine-tune's inference.
+
+    With ``cache_dir``, the frozen layers' output is kept there between runs
+    (:mod:`newsbeam_lab.state_cache`, keyed by ``model_key`` and the token ids).
 
     Returns the tuned heads and the encoder's weight deltas at
     ``settings.rank``; ``model`` is left with exactly those deltas applied,
@@ -130,7 +136,9 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
                              f"trained layer's input {settings.from_layer}")
     started = time.perf_counter()
     # float32 whatever the precision: these states are what the pipeline's own lower layers compute
-    states = {task: frozen_states(model, rows.token_ids, settings.from_layer, pad_id, max_batch_tokens)
+    states = {task: cached_states(lambda rows=rows: frozen_states(model, rows.token_ids, settings.from_layer, pad_id,
+                                                                  max_batch_tokens),
+                                  rows.token_ids, cache_dir=cache_dir, key=model_key, layer=settings.from_layer)
               for task, rows in tasks.items()}
     LOGGER.info("fine-tune: frozen layers run once in %.0fs", time.perf_counter() - started)
 

@@ -237,6 +237,37 @@ def test_fine_tunes_of_several_seeds_are_averaged_into_one_encoder_and_one_head(
     assert soup_head.metadata["fine_tuned"]["seeds"] == 2
 
 
+def test_a_warm_state_cache_skips_the_frozen_layers_and_trains_the_same(tiny_path, tmp_path, monkeypatch):
+    taxonomy = load_taxonomy()
+    texts = toy_sentences(SPORT_WORDS, 12, 5) + toy_sentences(WEATHER_WORDS, 12, 6)
+    labels = taxonomy.topic_ids
+    targets = [labels.index("sport")] * 12 + [labels.index("weather")] * 12
+    probe_encoder = own_bert_encoder(tiny_path)
+    pooled = probe_encoder.pooled_layers(probe_encoder.tokenize(["passage: " + t for t in texts], 32), (1, 3))
+    probe = head_fitting.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(24),
+                              l2=0.01, hidden=8, epochs=3)
+    frozen_runs = []
+    real_frozen_states = finetune.frozen_states
+    monkeypatch.setattr(finetune, "frozen_states", lambda *args: frozen_runs.append(1) or real_frozen_states(*args))
+    cache = tmp_path / "cache"
+
+    def run(sentences):
+        encoder = own_bert_encoder(tiny_path)
+        rows = toy_task_rows(encoder, {"topic": probe}, {"topic": sentences}, {"topic": targets})
+        settings = FineTuneSettings(from_layer=1, epochs=1, learning_rate=1e-3, head_learning_rate=1e-3,
+                                    batch_size=8, rank=64)
+        heads, deltas = fine_tune(encoder.model, rows, settings, pad_id=encoder.pad_id, cache_dir=cache,
+                                  model_key="tiny")
+        return heads["topic"], deltas
+
+    (cold_head, cold), (warm_head, warm) = run(texts), run(texts)
+    assert len(frozen_runs) == 1 and len(list(cache.glob("states-*.npy"))) == 1
+    assert all(np.array_equal(cold[name], warm[name]) for name in cold)
+    assert all(np.array_equal(one, other) for one, other in zip(cold_head.weights, warm_head.weights))
+    run(texts[:-1] + ["an entirely different sentence about rain"])  # other rows: computed afresh
+    assert len(frozen_runs) == 2 and len(list(cache.glob("states-*.npy"))) == 2
+
+
 def test_task_epochs_give_each_task_its_own_passes_in_one_run(tiny_path, monkeypatch):
     """topic=3 with sentiment at epochs=1: three epochs run; every topic row is
     trained on three times, every sentiment row once, spread over all three."""
