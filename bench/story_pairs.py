@@ -18,7 +18,11 @@ a pair counts as called the same story when both sides got one story_id. A
 story's centroid and the other sides around can pull a pair together or
 apart, which the pair's own cosine does not show.
 
-    python bench/story_pairs.py [--pairs FILE] [--max_tokens 128] [--json]
+"real_feeds" groups every entry of the 50 real feeds at its own event time and
+gives, per threshold, the largest story: the check that chose the default
+(an outlet's unrelated city briefs must not chain into one story).
+
+    python bench/story_pairs.py [--pairs FILE] [--heads DIR] [--max_tokens 128] [--json]
 
 Without ../shared/data (for a pair file that names feed entries) it says so and exits 0.
 """
@@ -108,20 +112,60 @@ def scores_at(same: np.ndarray, cosines: np.ndarray, threshold: float,
 
 def grouped_same(keys: list[tuple], vectors: np.ndarray, pairs: list[dict], threshold: float) -> np.ndarray:
     """Per pair: did ``assign_stories`` put both sides in one story (all sides at one time)?"""
-    from newsbeam.embeddings import to_record
     from newsbeam.records import Article
     from newsbeam.stories import assign_stories
 
-    articles = []
-    for number, vector in enumerate(vectors):
-        embedding, scale = to_record(vector)
-        articles.append(Article(article_id=f"side{number:05d}", url=None, source="pairs", source_title=None,
-                                title=None, summary=None, body=None, authors=(), tags=(), published_at=None,
-                                fetched_at="2026-01-01T00:00:00+00:00", content_hash=f"side{number:05d}",
-                                embedding=embedding, embedding_scale=scale))
-    assigned, _ = assign_stories(articles, threshold=threshold)
+    articles = [Article(article_id=f"side{number:05d}", url=None, source="pairs", source_title=None,
+                        title=None, summary=None, body=None, authors=(), tags=(), published_at=None,
+                        fetched_at="2026-01-01T00:00:00+00:00", content_hash=f"side{number:05d}")
+                for number in range(len(vectors))]
+    assigned, _ = assign_stories(with_vectors(articles, vectors), threshold=threshold)
     story_of = {key: article.story_id for key, article in zip(keys, assigned)}
     return np.array([story_of[side_key(p["a"])] == story_of[side_key(p["b"])] for p in pairs])
+
+
+def with_vectors(articles: list, vectors: np.ndarray) -> list:
+    """The articles carrying ``vectors`` as ``newsbeam run --embeddings`` stores them."""
+    import dataclasses
+
+    from newsbeam.embeddings import to_record
+
+    return [dataclasses.replace(article, embedding=embedding, embedding_scale=scale)
+            for article, (embedding, scale) in zip(articles, map(to_record, vectors))]
+
+
+def real_feed_articles(feeds_root: Path = FEEDS_ROOT) -> list:
+    """Every entry of the real feeds as ``newsbeam run`` normalises it (entries with no text left out)."""
+    from real_feed_topics import feed_languages
+
+    from newsbeam.formats.feeds import parse_feed
+    from newsbeam.normalise import normalise_entry
+
+    articles = []
+    for name in sorted(feed_languages(feeds_root)):
+        for entry in parse_feed((feeds_root / name).read_bytes(), source=name,
+                                fetched_at="2026-01-01T00:00:00Z").entries:
+            try:
+                articles.append(normalise_entry(entry))
+            except ValueError:
+                continue
+    return articles
+
+
+def story_sizes(articles: list, thresholds: tuple[float, ...] = THRESHOLDS) -> list[dict]:
+    """Per threshold, the stories ``assign_stories`` makes of all ``articles`` at their
+    own event times: the pairs above say how often two articles are rightly joined;
+    this says whether an outlet's unrelated briefs chain into one giant story."""
+    from newsbeam.stories import assign_stories
+
+    table = []
+    for threshold in thresholds:
+        assigned, _ = assign_stories(articles, threshold=threshold)
+        sizes = Counter(article.story_id for article in assigned)
+        grouped = [size for size in sizes.values() if size > 1]
+        table.append({"threshold": threshold, "largest": max(sizes.values(), default=0),
+                      "stories_of_2_or_more": len(grouped), "articles_in_them": sum(grouped)})
+    return table
 
 
 def best_of(table: list[dict]) -> dict:
@@ -185,6 +229,11 @@ def format_report(report: dict) -> str:
     for kind, row in report["kinds"].items():
         lines.append(f"{kind:<29} {row['pairs']:>5}  {row['wrong_at_best']:>5}  "
                      f"{row['cosine_min']:.3f} / {row['cosine_median']:.3f} / {row['cosine_max']:.3f}")
+    if report.get("real_feeds"):
+        lines += ["", f"all {report['real_feeds']['articles']} entries of the real feeds grouped at their own times:",
+                  "threshold  largest story  stories of 2+  articles in them"]
+        lines += [f"   {row['threshold']:.2f}   {row['largest']:>12}  {row['stories_of_2_or_more']:>13}  "
+                  f"{row['articles_in_them']:>16}" for row in report["real_feeds"]["stories"]]
     lines += ["", f"wrong at {best['threshold']:.2f} ({len(report['wrong_at_best'])}):"]
     for row in report["wrong_at_best"]:
         verdict = "missed" if row["same_story"] else "false join"
@@ -196,6 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=Path, default=PAIRS_FILE, help="Labelled pairs (JSON lines).")
     parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per article (as newsbeam run).")
+    parser.add_argument("--heads", default=None, help="Heads folder (default: the shipped heads).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
     args = parser.parse_args(argv)
     if not args.pairs.is_file():
@@ -207,16 +257,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     from newsbeam.labelling.labeller import load_labeller
+    from newsbeam.transforms.labelling import labelling_text
 
     sides = read_sides(pairs)
     keys = sorted(sides)
-    labeller = load_labeller(embeddings=True, max_tokens=args.max_tokens)
+    labeller = load_labeller(heads=args.heads, embeddings=True, max_tokens=args.max_tokens)
     vectors = dict(zip(keys, stored_vectors(labeller, [sides[key][0] for key in keys])))
     cosines = np.array([float(vectors[side_key(p["a"])] @ vectors[side_key(p["b"])]) for p in pairs])
     languages = [(sides[side_key(p["a"])][1], sides[side_key(p["b"])][1]) for p in pairs]
     matrix = np.stack([vectors[key] for key in keys])
     grouped = {t: grouped_same(keys, matrix, pairs, t) for t in THRESHOLDS}
     report = score_pairs(pairs, cosines, languages, grouped=grouped)
+    feed_articles = real_feed_articles()
+    feed_vectors = stored_vectors(labeller, [labelling_text(article) for article in feed_articles])
+    report["real_feeds"] = {"articles": len(feed_articles),
+                            "stories": story_sizes(with_vectors(feed_articles, feed_vectors))}
     report["model"] = labeller.model_id
     report["max_tokens"] = args.max_tokens
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
