@@ -201,18 +201,23 @@ def test_fine_tune_trains_only_the_top_layers_and_leaves_exactly_the_shipped_del
     assert weighted_loss(model, heads["topic"], rows["topic"], 1) < loss_before
 
 
+def sport_and_weather_probe(tiny_path: str, per_label: int, seeds: tuple[int, int]):
+    """Toy sport and weather sentences, their topic ids, and a head fitted on the frozen tiny encoder."""
+    labels = load_taxonomy().topic_ids
+    texts = toy_sentences(SPORT_WORDS, per_label, seeds[0]) + toy_sentences(WEATHER_WORDS, per_label, seeds[1])
+    targets = [labels.index("sport")] * per_label + [labels.index("weather")] * per_label
+    encoder = own_bert_encoder(tiny_path)
+    pooled = encoder.pooled_layers(encoder.tokenize(["passage: " + t for t in texts], 32), (1, 3))
+    probe = head_fitting.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(len(texts)),
+                                  l2=0.01, hidden=8, epochs=3)
+    return texts, targets, probe
+
+
 def test_fine_tunes_of_several_seeds_are_averaged_into_one_encoder_and_one_head(tiny_path):
     """seeds=2 gives the mean of the seed-0 and seed-1 fine-tunes' weights and
     heads (at a rank high enough to be exact), those two differ, and one seed
     run twice gives the same fine-tune."""
-    taxonomy = load_taxonomy()
-    texts = toy_sentences(SPORT_WORDS, 16, 3) + toy_sentences(WEATHER_WORDS, 16, 4)
-    labels = taxonomy.topic_ids
-    targets = [labels.index("sport")] * 16 + [labels.index("weather")] * 16
-    probe_encoder = own_bert_encoder(tiny_path)
-    pooled = probe_encoder.pooled_layers(probe_encoder.tokenize(["passage: " + t for t in texts], 32), (1, 3))
-    probe = head_fitting.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(32),
-                              l2=0.01, hidden=8, epochs=3)
+    texts, targets, probe = sport_and_weather_probe(tiny_path, 16, seeds=(3, 4))
 
     def run(seed: int, seeds: int):
         encoder = own_bert_encoder(tiny_path)
@@ -238,14 +243,7 @@ def test_fine_tunes_of_several_seeds_are_averaged_into_one_encoder_and_one_head(
 
 
 def test_a_warm_state_cache_skips_the_frozen_layers_and_trains_the_same(tiny_path, tmp_path, monkeypatch):
-    taxonomy = load_taxonomy()
-    texts = toy_sentences(SPORT_WORDS, 12, 5) + toy_sentences(WEATHER_WORDS, 12, 6)
-    labels = taxonomy.topic_ids
-    targets = [labels.index("sport")] * 12 + [labels.index("weather")] * 12
-    probe_encoder = own_bert_encoder(tiny_path)
-    pooled = probe_encoder.pooled_layers(probe_encoder.tokenize(["passage: " + t for t in texts], 32), (1, 3))
-    probe = head_fitting.fit_head("topic", labels, (1, 3), pooled, np.asarray(targets), np.ones(24),
-                              l2=0.01, hidden=8, epochs=3)
+    texts, targets, probe = sport_and_weather_probe(tiny_path, 12, seeds=(5, 6))
     frozen_runs = []
     real_frozen_states = finetune.frozen_states
     monkeypatch.setattr(finetune, "frozen_states", lambda *args: frozen_runs.append(1) or real_frozen_states(*args))

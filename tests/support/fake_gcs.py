@@ -67,20 +67,31 @@ class _Handler(BaseHTTPRequestHandler):
         wanted = query.get("ifGenerationMatch")
         return wanted is None or int(wanted) == self.store.generation_of(bucket, name)
 
+    def _existing_object(self, path: list[str], query: dict[str, str]) -> tuple[str, str] | None:
+        """(bucket, name) of ``storage/v1/b/BUCKET/o/NAME`` when it exists and the
+        request's precondition holds; otherwise the error is sent and None returned.
+        Call with ``store.lock`` held."""
+        if path[:3] != ["storage", "v1", "b"] or len(path) < 6 or path[4] != "o":
+            self._error(400, f"unsupported {self.command} {self.path}")
+            return None
+        bucket, name = path[3], "/".join(path[5:])
+        if (bucket, name) not in self.store.objects:
+            self._error(404, "No such object")
+            return None
+        if not self._precondition_holds(bucket, name, query):
+            self._error(412, "Precondition Failed")
+            return None
+        return bucket, name
+
     def do_GET(self):
         path, query = self._parse()
         download = path[0] == "download"
-        if download:
-            path = path[1:]
-        if path[:3] != ["storage", "v1", "b"] or len(path) < 6 or path[4] != "o":
-            return self._error(400, f"unsupported GET {self.path}")
-        bucket, name = path[3], "/".join(path[5:])
         with self.store.lock:
-            if (bucket, name) not in self.store.objects:
-                return self._error(404, "No such object")
-            if not self._precondition_holds(bucket, name, query):
-                return self._error(412, "Precondition Failed")
-            generation, data = self.store.objects[(bucket, name)]
+            found = self._existing_object(path[1:] if download else path, query)
+            if found is None:
+                return
+            bucket, name = found
+            generation, data = self.store.objects[found]
         if download or query.get("alt") == "media":
             return self._reply(200, data, "application/octet-stream", {"x-goog-generation": str(generation)})
         return self._reply(200, json.dumps(_resource(bucket, name, generation, data)).encode())
@@ -105,15 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         path, query = self._parse()
-        if path[:3] != ["storage", "v1", "b"] or len(path) < 6 or path[4] != "o":
-            return self._error(400, f"unsupported DELETE {self.path}")
-        bucket, name = path[3], "/".join(path[5:])
         with self.store.lock:
-            if (bucket, name) not in self.store.objects:
-                return self._error(404, "No such object")
-            if not self._precondition_holds(bucket, name, query):
-                return self._error(412, "Precondition Failed")
-            del self.store.objects[(bucket, name)]
+            found = self._existing_object(path, query)
+            if found is None:
+                return
+            del self.store.objects[found]
         return self._reply(204)
 
 
