@@ -46,6 +46,15 @@ def cached_states(compute: Callable[[], list[torch.Tensor]], token_ids: Sequence
     states = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(temporary, torch.cat(states).numpy() if states else np.zeros((0, 0), np.float16))
+    width = states[0].shape[1] if states else 0
+    # written state by state into a memory-mapped file: the states of the recipe are
+    # about 4.5 GB, and a concatenated copy would double the run's peak memory
+    stacked = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16, shape=(sum(lengths), width))
+    offset = 0
+    for state in states:
+        stacked[offset:offset + state.shape[0]] = state.numpy()
+        offset += state.shape[0]
+    stacked.flush()
+    del stacked
     os.replace(temporary, path)  # a killed run leaves no half file under the real name
     return states
