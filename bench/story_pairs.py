@@ -59,6 +59,14 @@ def names_feed_entries(pairs: list[dict]) -> bool:
     return any("file" in pair[end] for pair in pairs for end in ("a", "b"))
 
 
+def feed_entries(feeds_root: Path, name: str) -> list:
+    """One real feed's entries as ``newsbeam run`` parses them."""
+    from newsbeam.formats.feeds import parse_feed
+
+    # fetched_at is recorded on each entry, never read by the labeller
+    return parse_feed((feeds_root / name).read_bytes(), source=name, fetched_at="2026-01-01T00:00:00Z").entries
+
+
 def read_sides(pairs: list[dict], feeds_root: Path = FEEDS_ROOT) -> dict[tuple, tuple[str, str]]:
     """Each distinct side: (the text the labeller reads, its language)."""
     from newsbeam.labelling.input_text import article_text
@@ -74,15 +82,12 @@ def read_sides(pairs: list[dict], feeds_root: Path = FEEDS_ROOT) -> dict[tuple, 
     if by_file:
         from real_feed_topics import feed_languages
 
-        from newsbeam.formats.feeds import parse_feed
         from newsbeam.normalise import normalise_entry
         from newsbeam.transforms.labelling import labelling_text
 
         languages = {**feed_languages(feeds_root), **LANGUAGE_FIXES}
         for name, indexes in sorted(by_file.items()):
-            # fetched_at is recorded on each entry, never read by the labeller
-            entries = parse_feed((feeds_root / name).read_bytes(), source=name,
-                                 fetched_at="2026-01-01T00:00:00Z").entries
+            entries = feed_entries(feeds_root, name)
             for index in indexes:
                 article = normalise_entry(entries[index])
                 sides[("feed", name, index)] = (labelling_text(article), languages.get(name, "und"))
@@ -138,13 +143,11 @@ def real_feed_articles(feeds_root: Path = FEEDS_ROOT) -> list:
     """Every entry of the real feeds as ``newsbeam run`` normalises it (entries with no text left out)."""
     from real_feed_topics import feed_languages
 
-    from newsbeam.formats.feeds import parse_feed
     from newsbeam.normalise import normalise_entry
 
     articles = []
     for name in sorted(feed_languages(feeds_root)):
-        for entry in parse_feed((feeds_root / name).read_bytes(), source=name,
-                                fetched_at="2026-01-01T00:00:00Z").entries:
+        for entry in feed_entries(feeds_root, name):
             try:
                 articles.append(normalise_entry(entry))
             except ValueError:

@@ -48,7 +48,7 @@ def cached_states(compute: Callable[[], list[torch.Tensor]], token_ids: Sequence
     temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
     width = states[0].shape[1] if states else 0
     # written state by state into a memory-mapped file: the states of the recipe are
-    # about 4.5 GB, and a concatenated copy would double the run's peak memory
+    # about 2 GB a task, and a concatenated copy would double the run's peak memory
     stacked = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16, shape=(sum(lengths), width))
     offset = 0
     for state in states:

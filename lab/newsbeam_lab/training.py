@@ -132,7 +132,7 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                      for task, (rows, label_ids, weights) in training_rows.items()}
             heads, deltas = fine_tune(encoder.model, tasks, fine_tuning, pad_id=encoder.pad_id,
                                       max_batch_tokens=encoder.max_batch_tokens, cache_dir=cache_dir,
-                                      model_key=f"{encoder.model_id}\x00{max_tokens}")
+                                      model_key=encoder.model_id)  # the token ids carry max_tokens
         else:
             LOGGER.warning("fine-tuning covers the embedded encoder only; %s stays frozen", encoder.model_id)
     for task, specs in (temperature_data or {}).items():
