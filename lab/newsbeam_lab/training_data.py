@@ -36,7 +36,11 @@ DEFAULT_RECIPE = (
     ("topic", str(LAB_LABELS / "*.jsonl"), None),
     ("topic", str(LAB_WRITTEN / "*.jsonl"), None),
     ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
-    ("sentiment", str(LAB_LABELS / "*.jsonl"), None),
+    # ANT and MasakhaNEWS news sentiment as two sources, so that each can be weighted on
+    # its own (--source_weight ant_v21=W): in Arabic the ANT news rows outweighed the
+    # tweets, and XLM-T Arabic fell under its floor (docs/research/labels-real-news.md).
+    ("sentiment", str(LAB_LABELS / "ant_v21_*.jsonl"), None),
+    ("sentiment", str(LAB_LABELS / "masakhanews_*.jsonl"), None),
     ("sentiment", str(LAB_WRITTEN / "news_rows_*.jsonl"), None),
 )
 # Held-out rows the heads' softmax temperatures are fitted on: dev splits of
