@@ -3,6 +3,7 @@ text, split into train and a dev share that training never sees."""
 from __future__ import annotations
 
 import collections
+import glob
 import json
 from pathlib import Path
 
@@ -111,3 +112,14 @@ def test_the_recipe_has_150_news_rows_per_subject_in_six_languages_with_arabic_e
                                             data_root=str(SHARED_DATA))
     news_sentiment = [label for label, source in zip(sentiments.labels, sentiments.sources) if "xlmt" not in source]
     assert min(collections.Counter(news_sentiment).values()) >= 500  # news sentiment next to the tweets
+
+
+def test_every_label_file_of_the_lab_feeds_both_tasks_of_the_recipe():
+    # The recipe reads the lab's sentiment labels per family (ANT, MasakhaNEWS) so each
+    # can be weighted on its own; a new family of labels must not fall out of sentiment.
+    for task in ("topic", "sentiment"):
+        patterns = [pattern for recipe_task, pattern, _ in training_data.DEFAULT_RECIPE
+                    if recipe_task == task and pattern.startswith(str(training_data.LAB_LABELS))]
+        read = {path for pattern in patterns for path in glob.glob(pattern)}
+        assert read == set(glob.glob(str(training_data.LAB_LABELS / "*.jsonl"))), task
+        assert read
