@@ -231,6 +231,20 @@ def manifests_glob(root: str | Path) -> str:
     return str(Path(root) / RUNS_DIR / "*.json")
 
 
+def is_readable_file(relative: str) -> bool:
+    """Whether a path below the dataset root is one the readers above take in: an
+    article file under ``key=value`` folders, a dead-letter file or a run manifest.
+    What a copy of the dataset (``newsbeam report --data gs://...``) must hold, and
+    no more: never a run's unfinished files, a staging area or a lock."""
+    parts = relative.replace("\\", "/").strip("/").split("/")
+    name = parts[-1]
+    if parts[0] == RUNS_DIR:
+        return len(parts) == 2 and name.endswith(".json")
+    if parts[0] == ERRORS_DIR:
+        return len(parts) == 3 and name.endswith(".parquet")
+    return name.endswith(".parquet") and all(PARTITION_SEGMENT_RE.match(part) for part in parts[:-1])
+
+
 # ---- filesystem helpers (local and gs:// alike) -----------------------------------
 
 def filesystems():

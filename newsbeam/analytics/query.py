@@ -18,7 +18,7 @@ from typing import Any, Iterator, TextIO
 
 import duckdb
 
-from newsbeam.analytics import table_view
+from newsbeam.analytics import remote, table_view
 from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect
 from newsbeam.iceberg import TableError
 
@@ -27,7 +27,7 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", help="DuckDB SQL; the dataset is the view 'articles', dead letters are 'errors'")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+    parser.add_argument("--data", type=str, default=DEFAULT_DATA_DIR,
                         help="dataset folder (default: %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="table (default), csv, json (one object per line) or parquet (needs --out)")
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-rows", type=int, default=40,
                         help="rows shown by --format table (default: %(default)s); other formats write all")
     table_view.add_arguments(parser)
+    remote.add_arguments(parser)
 
 
 def _plain(value: Any) -> Any:
@@ -100,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         print("newsbeam query: --format parquet needs --out FILE", file=sys.stderr)
         return 2
     problem = table_view.flag_problem(args)
+    if problem:
+        print(f"newsbeam query: {problem}", file=sys.stderr)
+        return 2
+    problem = remote.localise(args)
     if problem:
         print(f"newsbeam query: {problem}", file=sys.stderr)
         return 2

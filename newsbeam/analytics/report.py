@@ -26,7 +26,7 @@ import matplotlib.ticker
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
-from newsbeam.analytics import stories_section, table_view
+from newsbeam.analytics import remote, stories_section, table_view
 from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, read_run_manifests
 from newsbeam.iceberg import TableError
 
@@ -350,16 +350,21 @@ def build_report(data_dir: Path | str = DEFAULT_DATA_DIR, *, latest_runs: int = 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="dataset folder (default: %(default)s)")
+    parser.add_argument("--data", type=str, default=DEFAULT_DATA_DIR, help="dataset folder (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=10, help="latest runs to list (default: %(default)s)")
     parser.add_argument("--top-sources", type=int, default=15, help="sources in the top chart (default: %(default)s)")
     table_view.add_arguments(parser)
+    remote.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; 0 on success, 2 when the dataset folder is missing or the table cannot be read."""
     problem = table_view.flag_problem(args)
+    if problem:
+        print(f"newsbeam report: {problem}", file=sys.stderr)
+        return 2
+    problem = remote.localise(args)
     if problem:
         print(f"newsbeam report: {problem}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import duckdb
 
+from newsbeam.analytics import remote
 from newsbeam.analytics.dataset import ARTICLES_VIEW, DEFAULT_DATA_DIR, connect, detect_partition_keys
 from newsbeam.analytics.query import write_csv, write_json_lines
 from newsbeam.labelling import QUANTIZE_CHOICES
@@ -37,7 +38,7 @@ class SearchError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="what to look for, in any language (e.g. \"central bank raises rates\")")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+    parser.add_argument("--data", type=str, default=DEFAULT_DATA_DIR,
                         help="dataset folder, written with --embeddings (default: %(default)s)")
     parser.add_argument("--k", type=int, default=DEFAULT_K, help="articles to show (default: %(default)s)")
     parser.add_argument("--lang", help="only articles in this language (the language column, e.g. fr)")
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the embedded model is built (default ~/.cache/newsbeam)")
     parser.add_argument("--max-rows", type=int, default=40,
                         help="rows shown by --format table (default: %(default)s)")
+    remote.add_arguments(parser)
 
 
 def parse_since(text: Optional[str]) -> Optional[dt.datetime]:
@@ -161,6 +163,9 @@ def _search(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise SearchError(f"--k must be at least 1, got {args.k}")
     since = parse_since(args.since)
+    problem = remote.localise(args)
+    if problem:
+        raise SearchError(problem)
     if not Path(args.data).is_dir():
         raise SearchError(f"no dataset folder at {args.data}")
     if next(glob.iglob(articles_glob(args.data, detect_partition_keys(args.data))), None) is None:

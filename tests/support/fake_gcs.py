@@ -1,6 +1,6 @@
 """A GCS JSON API on 127.0.0.1 that keeps object generations and honours
-``ifGenerationMatch``: just the calls the state lock makes (get metadata,
-download, multipart upload, delete), spoken to by the real google-cloud-storage
+``ifGenerationMatch``: just the calls the state lock and the dataset copy make
+(get metadata, list, download, multipart upload, delete), spoken to by the real google-cloud-storage
 client through ``STORAGE_EMULATOR_HOST``.
 
 Why not a packaged emulator: the pure-Python one on PyPI ignores generation
@@ -83,8 +83,22 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return bucket, name
 
+    def _list(self, bucket: str, query: dict[str, str]) -> None:
+        """``objects.list`` by prefix, a page at a time (``maxResults``, ``pageToken``)."""
+        prefix, size = query.get("prefix", ""), int(query.get("maxResults", 1000))
+        with self.store.lock:
+            names = sorted(name for (held, name) in self.store.objects if held == bucket and name.startswith(prefix))
+            start = int(query.get("pageToken", 0))
+            items = [_resource(bucket, name, *self.store.objects[(bucket, name)]) for name in names[start:start + size]]
+        page = {"kind": "storage#objects", "items": items}
+        if start + size < len(names):
+            page["nextPageToken"] = str(start + size)
+        self._reply(200, json.dumps(page).encode())
+
     def do_GET(self):
         path, query = self._parse()
+        if path[:3] == ["storage", "v1", "b"] and len(path) == 5 and path[4] == "o":
+            return self._list(path[3], query)
         download = path[0] == "download"
         with self.store.lock:
             found = self._existing_object(path[1:] if download else path, query)
