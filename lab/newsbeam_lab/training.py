@@ -108,7 +108,8 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
             members = np.flatnonzero(paths == path)
             pooled[members] = pooled_features(encoder, [rows.texts[i] for i in members], task_layers,
                                               max_tokens, cache_dir=cache_dir)
-        weights = balanced_weights(label_ids, rows.sources, len(labels), source_power, source_weights)
+        weights = balanced_weights(label_ids, rows.sources, len(labels), source_power,
+                                   source_weights_of(task, source_weights))
         task_l2 = (l2 or DEFAULT_L2).get(task, DEFAULT_L2[task])
         head = fit_head(task, labels, task_layers, pooled, label_ids, weights, l2=task_l2,
                         hidden=(hidden or DEFAULT_HIDDEN).get(task, DEFAULT_HIDDEN[task]),
@@ -197,6 +198,16 @@ def _task_epochs(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(pairs)
 
 
+def source_weights_of(task: str, weights: Optional[dict[str, float]]) -> dict[str, float]:
+    """The weights for one task: ``TASK:SOURCE`` keys of that task (they come first, so they
+    win over a plain key), then plain ``SOURCE`` keys, which apply to every task; one spec
+    such as ``lab/labels/masakhanews_*.jsonl`` feeds both tasks and may need a different
+    weight in each."""
+    own = {key.split(":", 1)[1]: value for key, value in (weights or {}).items() if key.startswith(f"{task}:")}
+    shared = {key: value for key, value in (weights or {}).items() if ":" not in key or key.split(":", 1)[0] not in TASKS}
+    return {**own, **{key: value for key, value in shared.items() if key not in own}}
+
+
 def _source_weights(value: str) -> dict[str, float]:
     """``xlmt=3,lab/written=0.5`` -> {"xlmt": 3.0, "lab/written": 0.5}."""
     weights = {}
@@ -258,7 +269,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="A data source of n rows weighs n**power in total (0: sources equal, 1: rows equal).")
     parser.add_argument("--source_weight", type=_source_weights, default={}, metavar="SOURCE=WEIGHT[,...]",
                         help="Multiply the total weight of each data source whose spec contains SOURCE, e.g. xlmt=3 "
-                             "(applied before the labels are balanced).")
+                             "(applied before the labels are balanced); topic:SOURCE=W or sentiment:SOURCE=W "
+                             "weighs a source in one task only.")
     defaults = FineTuneSettings()
     parser.add_argument("--fine_tune_epochs", type=int, default=defaults.epochs,
                         help="Epochs training the encoder's top layers with the heads (0: keep the encoder frozen; "

@@ -33,11 +33,12 @@ LAB_WRITTEN = LAB_DIR / "written"  # news rows the team wrote: text, topic and (
 DEFAULT_RECIPE = (
     ("topic", "topic/sib200/*/train.jsonl", "sib200"),
     ("topic", str(OWN_TRAINING_DIR / "topic_*.jsonl"), None),
-    ("topic", str(LAB_LABELS / "*.jsonl"), None),
+    ("topic", str(LAB_LABELS / "ant_v21_*.jsonl"), None),
+    ("topic", str(LAB_LABELS / "masakhanews_*.jsonl"), None),
     ("topic", str(LAB_WRITTEN / "*.jsonl"), None),
     ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
-    # ANT and MasakhaNEWS news sentiment as two sources, so that each can be weighted on
-    # its own (--source_weight ant_v21=W): in Arabic the ANT news rows outweighed the
+    # ANT and MasakhaNEWS as two sources in each task, so that each can be weighted on
+    # its own (--source_weight sentiment:ant_v21=W): in Arabic the ANT news rows outweighed the
     # tweets, and XLM-T Arabic fell under its floor (docs/research/labels-real-news.md).
     ("sentiment", str(LAB_LABELS / "ant_v21_*.jsonl"), None),
     ("sentiment", str(LAB_LABELS / "masakhanews_*.jsonl"), None),

@@ -223,6 +223,17 @@ def test_source_weight_flag_parses(value, expected):
     assert training._source_weights(value) == expected
 
 
+def test_a_task_prefixed_source_weight_applies_to_that_task_only_and_wins_there():
+    weights = training._source_weights("xlmt=3,masakhanews=0.5,topic:masakhanews=2,sentiment:ant_v21=0.5")
+    assert training.source_weights_of("topic", weights) == {"masakhanews": 2.0, "xlmt": 3.0}
+    assert training.source_weights_of("sentiment", weights) == {"ant_v21": 0.5, "xlmt": 3.0, "masakhanews": 0.5}
+    sources = ["lab/labels/masakhanews_*.jsonl"] * 10 + ["lab/labels/ant_v21_*.jsonl"] * 10
+    labels = np.array([0, 1] * 10)
+    topic = head_fitting.balanced_weights(labels, sources, 2, source_power=0.0,
+                                          source_weights=training.source_weights_of("topic", weights))
+    assert topic[:10].sum() == pytest.approx(2 * topic[10:].sum())
+
+
 @pytest.mark.parametrize("value", ["xlmt", "xlmt=0", "xlmt=-1", "=2", "xlmt=many"])
 def test_source_weight_flag_rejects_bad_values(value):
     with pytest.raises(argparse.ArgumentTypeError):
