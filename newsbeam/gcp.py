@@ -6,6 +6,12 @@ import os
 from typing import Iterable, Optional
 
 
+def split_gcs_path(path: str) -> tuple[str, str]:
+    """``gs://bucket/some/name`` -> ("bucket", "some/name")."""
+    bucket, _, name = str(path)[len("gs://"):].partition("/")
+    return bucket, name
+
+
 def gcs_credentials_problem(paths: Iterable[Optional[str]]) -> str:
     """One line on how to provide Google credentials, when some of ``paths`` are on GCS and
     google.auth finds none; "" when none are on GCS or credentials are there."""

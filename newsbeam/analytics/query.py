@@ -100,11 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("newsbeam query: --format parquet needs --out FILE", file=sys.stderr)
         return 2
-    problem = table_view.flag_problem(args)
-    if problem:
-        print(f"newsbeam query: {problem}", file=sys.stderr)
-        return 2
-    problem = remote.localise(args)
+    problem = table_view.flag_problem(args) or remote.localise(args)  # the copy only for good flags
     if problem:
         print(f"newsbeam query: {problem}", file=sys.stderr)
         return 2

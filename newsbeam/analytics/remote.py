@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from newsbeam.gcp import gcs_credentials_problem
+from newsbeam.gcp import gcs_credentials_problem, split_gcs_path
 from newsbeam.layout import is_readable_file
 
 LOGGER = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def local_dataset(data: str | Path, copies_dir: Optional[Path] = None) -> Path:
     """``data`` itself when local; for ``gs://bucket/prefix``, its local copy brought up to date."""
     if not is_remote(data):
         return Path(data)
-    bucket_name, _, prefix = str(data)[len("gs://"):].partition("/")
+    bucket_name, prefix = split_gcs_path(str(data))
     prefix = prefix.strip("/")
     if not bucket_name:
         raise RemoteDatasetError(f"{data}: no bucket name")

@@ -360,11 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; 0 on success, 2 when the dataset folder is missing or the table cannot be read."""
-    problem = table_view.flag_problem(args)
-    if problem:
-        print(f"newsbeam report: {problem}", file=sys.stderr)
-        return 2
-    problem = remote.localise(args)
+    problem = table_view.flag_problem(args) or remote.localise(args)  # the copy only for good flags
     if problem:
         print(f"newsbeam report: {problem}", file=sys.stderr)
         return 2

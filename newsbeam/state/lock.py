@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Iterator, Optional
 
-from newsbeam.gcp import gcs_credentials_problem
+from newsbeam.gcp import gcs_credentials_problem, split_gcs_path
 from newsbeam.layout import is_local, join_path, make_dirs
 from newsbeam.runs import OWNER_ALIVE, OWNER_GONE, owner_status, process_owner
 
@@ -148,7 +148,7 @@ class _GcsLockFile:
         problem = gcs_credentials_problem([path])
         if problem:
             raise ValueError(problem)
-        bucket, _, name = path[len("gs://"):].partition("/")
+        bucket, name = split_gcs_path(path)
         self.blob_name = name
         self.bucket = storage.Client().bucket(bucket)
 
