@@ -123,6 +123,34 @@ def partition_values(article: "Article", keys: Sequence[str]) -> tuple[tuple[str
     return tuple((key, sanitise_partition_value(values[key])) for key in keys)
 
 
+def partition_days(relative: str) -> Optional[tuple[dt.date, dt.date]]:
+    """The first and last day the files under ``relative`` can hold, from its ``dt``,
+    ``month`` and ``year`` folders (``dt=2024-05-01`` -> that day, ``month=2024-05``
+    -> May); None when no folder names a date (other keys, or the default partition
+    of an article without a usable date), so a reader must look inside."""
+    first, last = dt.date.min, dt.date.max
+    dated = False
+    for part in relative.replace("\\", "/").split("/"):
+        match = PARTITION_SEGMENT_RE.match(part)
+        if not match:
+            continue
+        key, value = match.group("key"), match.group("value")
+        try:
+            if key == "dt" and DATE_VALUE_RE.match(value):
+                span = (dt.date.fromisoformat(value),) * 2
+            elif key == "month" and re.fullmatch(r"\d{4}-\d{2}", value):
+                start = dt.date.fromisoformat(value + "-01")
+                span = (start, (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1))
+            elif key == "year" and re.fullmatch(r"\d{4}", value):
+                span = (dt.date(int(value), 1, 1), dt.date(int(value), 12, 31))
+            else:
+                continue
+        except ValueError:  # e.g. month=2024-13: no date, so no pruning on it
+            continue
+        first, last, dated = max(first, span[0]), min(last, span[1]), True
+    return (first, last) if dated else None
+
+
 def partition_path(values: Iterable[tuple[str, str]]) -> str:
     """("dt", "2024-05-01"), ("lang", "ar") -> ``dt=2024-05-01/lang=ar`` (values already sanitised)."""
     return "/".join(f"{key}={value}" for key, value in values)

@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 import duckdb
 import pyarrow as pa
 
+from newsbeam.analytics.dates import DateRange
 from newsbeam.analytics.table_view import TableSnapshot, describe, resolve
 from newsbeam.layout import DEFAULT_PARTITION_KEYS, PARTITION_SEGMENT_RE, articles_glob, errors_glob, manifests_glob
 from newsbeam.schema import ERROR_SCHEMA, FILE_SCHEMA, PARTITION_FIELDS
@@ -46,6 +47,11 @@ def detect_partition_keys(root: Path) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def first_line(error: Exception) -> str:
+    """An error as the one line a user is shown (DuckDB adds the SQL and a caret below it)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -70,7 +76,7 @@ def _empty_articles_table(partition_keys: tuple[str, ...]) -> pa.Table:
 
 def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory:",
             table: Union[str, TableSnapshot, None] = None, catalog: Optional[str] = None,
-            as_of: Optional[str] = None) -> duckdb.DuckDBPyConnection:
+            as_of: Optional[str] = None, dates: DateRange = DateRange()) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views ``articles`` and ``errors`` over ``data_dir``.
 
     ``articles`` unions files by column name, so files written with an older
@@ -84,6 +90,9 @@ def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory
     ``catalog`` (default: the embedded one in ``data_dir``); a table problem
     raises newsbeam.iceberg.TableError. ``errors`` and the manifests still
     come from ``data_dir``.
+
+    With ``dates`` bounded, ``articles`` holds only the articles of those days
+    (newsbeam.analytics.dates), and folders named for other days are not read.
     """
     root = Path(data_dir)
     if isinstance(table, str):
@@ -96,15 +105,22 @@ def connect(data_dir: Path | str = DEFAULT_DATA_DIR, *, database: str = ":memory
     else:
         partition_keys = detect_partition_keys(root)
         pattern = articles_glob(root, partition_keys)
-        source, has_files = _sql_string(pattern), _has_files(pattern)
+        if dates.bounded:  # the files of the range's folders only, named one by one
+            files = [path for path in sorted(glob.glob(pattern))
+                     if dates.may_hold(Path(path).relative_to(root).as_posix())]
+            source, has_files = "[" + ", ".join(map(_sql_string, files)) + "]", bool(files)
+        else:
+            source, has_files = _sql_string(pattern), _has_files(pattern)
     connection = duckdb.connect(database)
     # Timestamps are stored in UTC; show and cast them (e.g. to DATE) in UTC too.
     connection.execute("SET TimeZone = 'UTC'")
     if has_files:
         hive_options = f", hive_types = {_hive_types(partition_keys)}" if partition_keys else ""
+        condition = dates.sql_condition()
         connection.execute(
             f"CREATE VIEW {ARTICLES_VIEW} AS SELECT * FROM read_parquet({source}, "
             f"hive_partitioning = {str(bool(partition_keys)).lower()}, union_by_name = true{hive_options})"
+            + (f" WHERE {condition}" if condition else "")
         )
     else:
         LOGGER.warning("no article files in %s; the articles view is empty",

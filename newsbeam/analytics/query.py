@@ -18,8 +18,8 @@ from typing import Any, Iterator, TextIO
 
 import duckdb
 
-from newsbeam.analytics import remote, table_view
-from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect
+from newsbeam.analytics import dates, remote, table_view
+from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, first_line
 from newsbeam.iceberg import TableError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write to this file instead of standard output")
     parser.add_argument("--max-rows", type=int, default=40,
                         help="rows shown by --format table (default: %(default)s); other formats write all")
+    dates.add_arguments(parser)
     table_view.add_arguments(parser)
     remote.add_arguments(parser)
 
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("newsbeam query: --format parquet needs --out FILE", file=sys.stderr)
         return 2
-    problem = table_view.flag_problem(args) or remote.localise(args)  # the copy only for good flags
+    days, problem = dates.from_args(args)
+    problem = problem or table_view.flag_problem(args) or remote.localise(args, days)  # the copy only for good flags
     if problem:
         print(f"newsbeam query: {problem}", file=sys.stderr)
         return 2
@@ -109,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"newsbeam query: no dataset folder at {args.data}", file=sys.stderr)
         return 2
     try:
-        connection = connect(args.data, table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of)
-    except TableError as error:
-        print(f"newsbeam query: {error}", file=sys.stderr)
+        connection = connect(args.data, table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of,
+                             dates=days)
+    except (TableError, duckdb.Error) as error:  # duckdb: a file of the dataset it cannot read
+        print(f"newsbeam query: {first_line(error)}", file=sys.stderr)
         return 2
     try:
         relation = connection.sql(args.sql)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from newsbeam.analytics.dates import DateRange
 from newsbeam.gcp import gcs_credentials_problem, split_gcs_path
 from newsbeam.layout import is_readable_file
 
@@ -38,8 +39,10 @@ def default_copies_dir() -> Path:
     return Path(cache) / "newsbeam" / "datasets"
 
 
-def local_dataset(data: str | Path, copies_dir: Optional[Path] = None) -> Path:
-    """``data`` itself when local; for ``gs://bucket/prefix``, its local copy brought up to date."""
+def local_dataset(data: str | Path, copies_dir: Optional[Path] = None, dates: DateRange = DateRange()) -> Path:
+    """``data`` itself when local; for ``gs://bucket/prefix``, its local copy brought up to date:
+    with ``dates`` bounded, only in the folders that can hold those days (the copy may hold more,
+    from earlier reads; the reader's own filter keeps them out)."""
     if not is_remote(data):
         return Path(data)
     bucket_name, prefix = split_gcs_path(str(data))
@@ -50,11 +53,11 @@ def local_dataset(data: str | Path, copies_dir: Optional[Path] = None) -> Path:
     if problem:
         raise RemoteDatasetError(problem)
     target = (copies_dir or default_copies_dir()) / bucket_name / (prefix or "_bucket_root")
-    _sync(bucket_name, prefix, target, str(data))
+    _sync(bucket_name, prefix, target, str(data), dates)
     return target
 
 
-def _sync(bucket_name: str, prefix: str, target: Path, url: str) -> None:
+def _sync(bucket_name: str, prefix: str, target: Path, url: str, dates: DateRange) -> None:
     from google.api_core import exceptions
     from google.cloud import storage
 
@@ -74,10 +77,13 @@ def _sync(bucket_name: str, prefix: str, target: Path, url: str) -> None:
     if not blobs:
         raise RemoteDatasetError(f"no dataset at {url} (no article files, dead letters or run manifests)")
     target.mkdir(parents=True, exist_ok=True)
-    fetched = fetched_bytes = 0
+    fetched = fetched_bytes = outside = 0
     for relative, blob in sorted(blobs.items()):
         local = target / relative
         if index.get(relative) == blob.generation and local.is_file():
+            continue
+        if not dates.may_hold(relative):
+            outside += 1
             continue
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(local.name + ".part")
@@ -99,8 +105,9 @@ def _sync(bucket_name: str, prefix: str, target: Path, url: str) -> None:
     temporary = index_path.with_name(INDEX_NAME + ".part")
     temporary.write_text(json.dumps(index, sort_keys=True), encoding="utf-8")
     os.replace(temporary, index_path)
-    LOGGER.info("local copy of %s in %s: %d files fetched (%.1f MB), %d up to date, %d dropped",
-                url, target, fetched, fetched_bytes / 1e6, len(blobs) - fetched, removed)
+    LOGGER.info("local copy of %s in %s: %d files fetched (%.1f MB), %d up to date, %d not dated %s, %d dropped",
+                url, target, fetched, fetched_bytes / 1e6, len(blobs) - fetched - outside, outside, dates.describe(),
+                removed)
 
 
 def _drop_what_the_bucket_lost(target: Path, listed: set[str]) -> int:
@@ -121,10 +128,11 @@ def add_arguments(parser) -> None:
                              "(default: ~/.cache/newsbeam/datasets)")
 
 
-def localise(args) -> Optional[str]:
-    """Point ``args.data`` at a local folder (copying a gs:// dataset first); the problem as one line, or None."""
+def localise(args, dates: DateRange = DateRange()) -> Optional[str]:
+    """Point ``args.data`` at a local folder (copying a gs:// dataset first, the folders of ``dates``
+    only); the problem as one line, or None."""
     try:
-        args.data = local_dataset(args.data, args.copy_dir)
+        args.data = local_dataset(args.data, args.copy_dir, dates)
     except RemoteDatasetError as error:
         return str(error)
     return None

@@ -26,8 +26,8 @@ import matplotlib.ticker
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
-from newsbeam.analytics import remote, stories_section, table_view
-from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, read_run_manifests
+from newsbeam.analytics import dates, remote, stories_section, table_view
+from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, first_line, read_run_manifests
 from newsbeam.iceberg import TableError
 
 LOGGER = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ dt { color: #666; font-size: .8rem; } dd { margin: 0; font-size: 1.3rem; }
 </head>
 <body>
 <h1>newsbeam report</h1>
-<p class="meta">Dataset <code dir="auto">{{ data_dir }}</code>{% if table %}, read as {{ table }}{% endif %}, generated {{ generated_at }}.</p>
+<p class="meta">Dataset <code dir="auto">{{ data_dir }}</code>{% if table %}, read as {{ table }}{% endif %}{% if days %}, only articles dated {{ days }}{% endif %}, generated {{ generated_at }}.</p>
 <dl class="summary">
   <div><dt>articles</dt><dd>{{ summary.articles }}</dd></div>
   <div><dt>first day</dt><dd>{{ summary.first_day or "–" }}</dd></div>
@@ -310,7 +310,8 @@ def _run_row(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render(data: ReportData, *, data_dir: str, max_failures: int = 10, table: Optional[str] = None) -> str:
+def render(data: ReportData, *, data_dir: str, max_failures: int = 10, table: Optional[str] = None,
+           days: Optional[str] = None) -> str:
     """The HTML page for ``data``; charts are left out (with a note) when there are no articles.
     ``table``: the line naming the Iceberg table snapshot read (table_view.describe), if one was."""
     has_articles = data.summary["articles"] > 0
@@ -325,6 +326,7 @@ def render(data: ReportData, *, data_dir: str, max_failures: int = 10, table: Op
     return PAGE.render(
         data_dir=data_dir,
         table=table,
+        days=days,
         generated_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         summary=data.summary,
         charts=[Chart(title, draw() if has_articles else None) for title, draw in charts],
@@ -337,16 +339,19 @@ def render(data: ReportData, *, data_dir: str, max_failures: int = 10, table: Op
 
 
 def build_report(data_dir: Path | str = DEFAULT_DATA_DIR, *, latest_runs: int = 10, top_sources: int = 15,
-                 table: Optional[str] = None, catalog: Optional[str] = None, as_of: Optional[str] = None) -> str:
+                 table: Optional[str] = None, catalog: Optional[str] = None, as_of: Optional[str] = None,
+                 days: dates.DateRange = dates.DateRange()) -> str:
     """The report for the dataset at ``data_dir`` as one HTML string; with ``table``, its articles are
-    that Iceberg table's snapshot (now, or ``as_of``), named in the header (TableError when it cannot be read)."""
+    that Iceberg table's snapshot (now, or ``as_of``), named in the header (TableError when it cannot be read);
+    with ``days`` bounded, the articles of those days only (the runs and dead letters stay whole)."""
     snapshot = table_view.resolve(data_dir, table, catalog=catalog, as_of=as_of) if table else None
-    connection = connect(data_dir, table=snapshot)
+    connection = connect(data_dir, table=snapshot, dates=days)
     try:
         data = collect(connection, read_run_manifests(data_dir)[:latest_runs], top_sources=top_sources)
     finally:
         connection.close()
-    return render(data, data_dir=str(data_dir), table=table_view.describe(snapshot) if snapshot else None)
+    return render(data, data_dir=str(data_dir), table=table_view.describe(snapshot) if snapshot else None,
+                  days=days.describe() if days.bounded else None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -354,13 +359,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=10, help="latest runs to list (default: %(default)s)")
     parser.add_argument("--top-sources", type=int, default=15, help="sources in the top chart (default: %(default)s)")
+    dates.add_arguments(parser)
     table_view.add_arguments(parser)
     remote.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; 0 on success, 2 when the dataset folder is missing or the table cannot be read."""
-    problem = table_view.flag_problem(args) or remote.localise(args)  # the copy only for good flags
+    days, problem = dates.from_args(args)
+    problem = problem or table_view.flag_problem(args) or remote.localise(args, days)  # the copy only for good flags
     if problem:
         print(f"newsbeam report: {problem}", file=sys.stderr)
         return 2
@@ -369,9 +376,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         html = build_report(args.data, latest_runs=args.runs, top_sources=args.top_sources,
-                            table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of)
-    except TableError as error:
-        print(f"newsbeam report: {error}", file=sys.stderr)
+                            table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of, days=days)
+    except (TableError, duckdb.Error) as error:  # duckdb: a file of the dataset it cannot read
+        print(f"newsbeam report: {first_line(error)}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(html, encoding="utf-8")

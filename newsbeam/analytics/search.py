@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import glob
 import os
 import sys
@@ -19,8 +18,8 @@ from typing import Optional, Sequence
 
 import duckdb
 
-from newsbeam.analytics import remote
-from newsbeam.analytics.dataset import ARTICLES_VIEW, DEFAULT_DATA_DIR, connect, detect_partition_keys
+from newsbeam.analytics import dates, remote
+from newsbeam.analytics.dataset import ARTICLES_VIEW, DEFAULT_DATA_DIR, connect, detect_partition_keys, first_line
 from newsbeam.analytics.query import write_csv, write_json_lines
 from newsbeam.labelling import QUANTIZE_CHOICES
 from newsbeam.layout import articles_glob
@@ -42,7 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset folder, written with --embeddings (default: %(default)s)")
     parser.add_argument("--k", type=int, default=DEFAULT_K, help="articles to show (default: %(default)s)")
     parser.add_argument("--lang", help="only articles in this language (the language column, e.g. fr)")
-    parser.add_argument("--since", help="only articles published (else fetched) on or after this date, YYYY-MM-DD")
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="table (default), csv or json (one object per line)")
     parser.add_argument("--heads", default=None,
@@ -53,18 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the embedded model is built (default ~/.cache/newsbeam)")
     parser.add_argument("--max-rows", type=int, default=40,
                         help="rows shown by --format table (default: %(default)s)")
+    dates.add_arguments(parser)
     remote.add_arguments(parser)
-
-
-def parse_since(text: Optional[str]) -> Optional[dt.datetime]:
-    """``YYYY-MM-DD`` as midnight UTC (timestamps are stored in UTC); None stays None."""
-    if text is None:
-        return None
-    try:
-        day = dt.date.fromisoformat(text.strip())
-    except ValueError:
-        raise SearchError(f"--since must be a date YYYY-MM-DD, got {text!r}") from None
-    return dt.datetime.combine(day, dt.time(), dt.timezone.utc)
 
 
 def view_columns(connection: duckdb.DuckDBPyConnection) -> list[str]:
@@ -87,8 +75,7 @@ def embedded_models(connection: duckdb.DuckDBPyConnection, data: Path) -> dict[O
 
 
 def nearest(connection: duckdb.DuckDBPyConnection, vector: Sequence[float], k: int, *,
-            lang: Optional[str] = None, since: Optional[dt.datetime] = None,
-            model: Optional[str] = None) -> duckdb.DuckDBPyRelation:
+            lang: Optional[str] = None, model: Optional[str] = None) -> duckdb.DuckDBPyRelation:
     """The ``k`` embedded articles with the highest ``embedding_scale * dot(embedding, vector)``
     (their cosine with the unit ``vector``), best first; only rows embedded by ``model`` when given."""
     columns = set(view_columns(connection))
@@ -100,9 +87,6 @@ def nearest(connection: duckdb.DuckDBPyConnection, vector: Sequence[float], k: i
     if lang is not None:
         conditions.append("language = ?")
         params.append(lang)
-    if since is not None:
-        conditions.append("coalesce(published_at, fetched_at) >= ?")
-        params.append(since)
     # list_dot_product over FLOAT[]: the fastest measured on 100,000 rows (bench/search_bench.py layout,
     # 2 busy cores, DuckDB 2.0): ~305 ms a query, DOUBLE[] the same, array_inner_product over FLOAT[384]
     # ~355 ms. Reading the int8 vectors from Parquet is about half of it.
@@ -162,21 +146,25 @@ def _search(args: argparse.Namespace) -> None:
         raise SearchError("the search text is empty")
     if args.k < 1:
         raise SearchError(f"--k must be at least 1, got {args.k}")
-    since = parse_since(args.since)
-    problem = remote.localise(args)
+    days, problem = dates.from_args(args)
+    problem = problem or remote.localise(args, days)
     if problem:
         raise SearchError(problem)
     if not Path(args.data).is_dir():
         raise SearchError(f"no dataset folder at {args.data}")
     if next(glob.iglob(articles_glob(args.data, detect_partition_keys(args.data))), None) is None:
         raise SearchError(f"{args.data} has no article embeddings: {NO_EMBEDDINGS_HINT}")  # not one article file
-    with contextlib.closing(connect(args.data)) as connection:
+    try:
+        connection = connect(args.data, dates=days)
+    except duckdb.Error as error:  # a file of the dataset it cannot read
+        raise SearchError(first_line(error)) from None
+    with contextlib.closing(connection):
         try:
             models = embedded_models(connection, args.data)  # cheap checks first: the model takes seconds
             labeller = _load_labeller(args)
             _comparable_model(models, labeller.model_id, args.data)
             vector = labeller.embed([text])[0]
-            relation = nearest(connection, vector, args.k, lang=args.lang, since=since, model=labeller.model_id)
+            relation = nearest(connection, vector, args.k, lang=args.lang, model=labeller.model_id)
             _write(args, relation)
         except duckdb.Error as error:
             raise SearchError(str(error)) from None

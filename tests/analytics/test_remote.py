@@ -94,6 +94,22 @@ def test_a_second_read_fetches_only_what_changed_and_follows_a_compaction(bucket
     assert (copy / merged.relative_to(dataset.root)).is_file()
 
 
+def test_since_copies_only_the_folders_of_those_days_and_a_full_read_fetches_the_rest(bucket, capsys, tmp_path):
+    _, dataset = bucket
+    copies, last = tmp_path / "copies", dataset.dates[-1]
+    status, out, err = _query(capsys, "SELECT count(*) AS n FROM articles", "--data", URL, "--copy-dir", str(copies),
+                              "--format", "json", "--since", str(last))
+    assert status == 0, err
+    assert json.loads(out)["n"] == sum(n for partition, n in dataset.rows_per_partition.items()
+                                       if partition.startswith(f"dt={last}/")) > 0
+    copy = copies / BUCKET / PREFIX
+    copied_days = {path.relative_to(copy).parts[0] for path in copy.rglob("part-*.parquet")
+                   if path.relative_to(copy).parts[0].startswith("dt=")}
+    assert copied_days == {f"dt={last}"}
+    assert len(list((copy / "_runs").glob("*.json"))) == len(dataset.run_ids)  # undated: always copied
+    assert _count(capsys, copies) == dataset.row_count  # without a range: the other days fetched now
+
+
 def test_report_and_search_take_a_gcs_dataset_too(bucket, capsys, tmp_path):
     _, dataset = bucket
     parser = argparse.ArgumentParser()
