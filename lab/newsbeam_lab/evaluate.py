@@ -37,6 +37,7 @@ from newsbeam_lab.scoring import (
     format_report,
     read_eval_rows,
 )
+from newsbeam_lab.training_data import expand_pattern
 
 LOGGER = logging.getLogger(__name__)
 
@@ -121,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as error:
             print(f"newsbeam eval: {error}", file=sys.stderr)
             return 1
+    else:
+        try:  # before the model loads, so a mistyped --data fails at once
+            for pattern in args.data:
+                expand_pattern(pattern)
+        except FileNotFoundError as error:
+            print(f"newsbeam eval: {error}", file=sys.stderr)
+            return 2
     labeller = _load_labeller(args, args.heads, topic_model=args.topic_model, sentiment_model=args.sentiment_model,
                               label_map=args.model_label_map)
     if args.dev_report:

@@ -170,7 +170,7 @@ def expand_pattern(pattern: str) -> list[str]:
     else:
         paths = sorted(glob.glob(pattern.removeprefix("file://")))
     if not paths:
-        raise FileNotFoundError(f"no training files match {pattern!r}")
+        raise FileNotFoundError(f"no files match {pattern!r}")
     return paths
 
 

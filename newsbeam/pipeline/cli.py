@@ -409,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_CONFIG
     try:
         return int(handlers[args.command](args) or 0)
-    except ValueError as error:  # a bad option value the command found: one line, not a traceback
+    except (ValueError, OSError) as error:  # a bad option value or an unreadable file: one line, not a traceback
         print(f"newsbeam {args.command}: {error}", file=sys.stderr)
         return EXIT_CONFIG
 

@@ -28,3 +28,22 @@ def test_the_runtime_commands_work_without_the_lab(tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "one" in result.stdout and "1" in result.stdout
+
+
+def test_eval_of_a_file_that_is_not_there_is_one_line_before_any_model_loads(tmp_path):
+    missing = tmp_path / "labelled" / "*.jsonl"
+    result = subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "eval", "--task", "topic",
+                             "--data", str(missing)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"newsbeam eval: no files match {str(missing)!r}"]
+
+
+def test_a_file_a_command_cannot_write_is_one_line_not_a_traceback(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report's folder should be", encoding="utf-8")
+    out = blocker / "report.html"
+    result = subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "report", "--data", str(tmp_path),
+                             "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if "no article files" not in line]
+    assert len(lines) == 1 and lines[0].startswith("newsbeam report: ") and str(blocker) in lines[0]
