@@ -37,7 +37,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from newsbeam.exit_codes import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from newsbeam.iceberg import TableSpec, check_table_name, sync
 from newsbeam.layout import (
     TMP_DIR,
@@ -52,6 +52,7 @@ from newsbeam.pipeline.compaction_files import (
     DataFile,
     LeafFolder,
     LeafResult,
+    UnreadableFile,
     compacted_name,
     find_leaf_folders,
     parse_partition,
@@ -86,6 +87,7 @@ class CompactionReport:
     compacted: list[LeafResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     recovered: int = 0
+    unreadable: list[str] = field(default_factory=list)  # per leaf left as it is: which file and why
 
 
 # ---- the lock ---------------------------------------------------------------------------
@@ -190,9 +192,13 @@ def compact_dataset(
         chosen, report.skipped = select_leaves(find_leaf_folders(output), partitions,
                                                target_file_bytes=target_file_bytes, min_files=min_files)
         for number, (leaf, merged) in enumerate(chosen):
-            result = compact_leaf(output, leaf, merged, compact_id=report.compact_id, number=number,
-                                  target_file_bytes=target_file_bytes, on_step=on_step,
-                                  allow_exchange=allow_exchange)
+            try:
+                result = compact_leaf(output, leaf, merged, compact_id=report.compact_id, number=number,
+                                      target_file_bytes=target_file_bytes, on_step=on_step,
+                                      allow_exchange=allow_exchange)
+            except UnreadableFile as error:  # read before anything is staged: the leaf is untouched
+                report.unreadable.append(f"{leaf.partition} as it is: {error}")
+                continue
             LOGGER.info("compacted %s: %d -> %d files (%s)", leaf.partition, result.files_before,
                         result.files_after, result.strategy)
             report.compacted.append(result)
@@ -253,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
     for result in report.compacted:
         after = "" if args.dry_run else f" -> {result.files_after} file(s), {_size(result.bytes_after)}, {result.rows} rows [{result.strategy}]"
         print(f"{verb} {result.partition}: {result.files_before} files, {_size(result.bytes_before)}{after}")
-    print(f"{len(report.compacted)} partition(s) {verb}, {len(report.skipped)} left as they are "
-          f"(compaction id {report.compact_id})")
-    return EXIT_OK
+    for problem in report.unreadable:
+        print(f"newsbeam compact: left {problem}", file=sys.stderr)
+    print(f"{len(report.compacted)} partition(s) {verb}, {len(report.skipped) + len(report.unreadable)} left as "
+          f"they are (compaction id {report.compact_id})")
+    return EXIT_FAILED if report.unreadable else EXIT_OK

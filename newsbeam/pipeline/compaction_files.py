@@ -28,6 +28,10 @@ LOGGER = logging.getLogger(__name__)
 Strategy = str  # "exchange" | "replace"
 
 
+class UnreadableFile(ValueError):
+    """A file of the leaf cannot be read as Parquet: the leaf stays as it is."""
+
+
 @dataclass(frozen=True)
 class DataFile:
     path: str
@@ -158,12 +162,15 @@ def read_rows(files: Sequence[DataFile]) -> tuple[pa.Table, int]:
     """
     tables, data_bytes = [], 0
     for data_file in files:
-        with open_file(data_file.path) as handle:
-            parquet = pq.ParquetFile(handle)
-            metadata = parquet.metadata
-            data_bytes += sum(metadata.row_group(g).column(c).total_compressed_size
-                              for g in range(metadata.num_row_groups) for c in range(metadata.num_columns))
-            tables.append(conform_to_file_schema(parquet.read(), data_file.path))
+        try:
+            with open_file(data_file.path) as handle:
+                parquet = pq.ParquetFile(handle)
+                metadata = parquet.metadata
+                data_bytes += sum(metadata.row_group(g).column(c).total_compressed_size
+                                  for g in range(metadata.num_row_groups) for c in range(metadata.num_columns))
+                tables.append(conform_to_file_schema(parquet.read(), data_file.path))
+        except (pa.ArrowException, OSError) as error:  # truncated, not Parquet, or gone
+            raise UnreadableFile(f"cannot read {data_file.path}: {error}") from error
     return pa.concat_tables(tables).sort_by("article_id"), data_bytes
 
 

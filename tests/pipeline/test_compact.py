@@ -272,3 +272,23 @@ def test_cli_refuses_bad_input_and_a_held_lock(dataset, capsys):
     with pytest.raises(CompactionLocked):
         compact_dataset(str(root))
     assert len(parquet_files(root)) == 10
+
+
+def test_an_unreadable_file_leaves_its_partition_as_it_is_and_the_others_are_compacted(dataset, capsys):
+    root, ids = dataset
+    broken = root / "dt=2024-05-01" / "lang=ar" / "part-broken-h00000000-0001.parquet"
+    broken.write_bytes(b"PAR1 cut short")
+    ar_before = sorted(path.name for path in broken.parent.glob("*.parquet"))
+
+    assert main(["compact", "--output", str(root)]) == 1  # something was left undone: not a clean 0
+    captured = capsys.readouterr()
+    problems = captured.err.strip().splitlines()
+    assert len(problems) == 1
+    assert problems[0].startswith(f"newsbeam compact: left dt=2024-05-01/lang=ar as it is: cannot read {broken}: ")
+    assert "2 partition(s) compacted, 1 left as they are" in captured.out
+    assert sorted(path.name for path in broken.parent.glob("*.parquet")) == ar_before  # untouched, nothing lost
+    readable = [path for path in parquet_files(root) if path != broken]
+    assert sorted(i for path in readable for i in pq.read_table(path, columns=["article_id"]).column(0).to_pylist()) \
+        == sorted(ids)
+    assert len(list((root / "dt=2024-05-01" / "lang=en").glob("*.parquet"))) == 1
+    assert not (root / "_tmp").exists()  # no staging left behind
