@@ -1,4 +1,4 @@
-"""Exit codes of every ``newsbeam`` command, defined once.
+"""Exit codes of every ``newsbeam`` command and the one line a failure is shown as, defined once.
 
   0  done (a run committed its data; some sources may have failed: see the summary)
   1  the pipeline, the sink or the command failed; nothing of this run is visible
@@ -11,3 +11,8 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NOTHING_READ = 3
 EXIT_LOCKED = 4
+
+
+def first_line(error: BaseException) -> str:
+    """An error as the one line a command shows (DuckDB, pyiceberg and others add detail below it)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -33,6 +33,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
+from newsbeam.exit_codes import first_line
 from newsbeam.layout import (
     HIVE_DEFAULT_PARTITION,
     ICEBERG_DIR,
@@ -89,7 +90,7 @@ def load_catalog(spec: TableSpec):
         try:
             return load_configured(spec.catalog)
         except Exception as error:  # pyiceberg says which setting is missing; keep it to one line
-            raise TableError(f"--iceberg_catalog {spec.catalog}: {str(error).splitlines()[0]}") from error
+            raise TableError(f"--iceberg_catalog {spec.catalog}: {first_line(error)}") from error
     if not is_local(spec.output):
         raise TableError(f"the embedded Iceberg catalog is a SQLite file and {spec.output} is not local: "
                          "name a catalog with --iceberg_catalog (see docs/analytics.md)")

@@ -47,11 +47,6 @@ def detect_partition_keys(root: Path) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def first_line(error: Exception) -> str:
-    """An error as the one line a user is shown (DuckDB adds the SQL and a caret below it)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

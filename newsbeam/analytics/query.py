@@ -19,7 +19,8 @@ from typing import Any, Iterator, TextIO
 import duckdb
 
 from newsbeam.analytics import dates, remote, table_view
-from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, first_line
+from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_OK, first_line
 from newsbeam.iceberg import TableError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -100,33 +101,33 @@ def run(args: argparse.Namespace) -> int:
     """Run ``args.sql``; 0 on success, 2 on a bad request (message on stderr)."""
     if args.format == "parquet" and not args.out:
         print("newsbeam query: --format parquet needs --out FILE", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     days, problem = dates.from_args(args)
     problem = problem or table_view.flag_problem(args) or remote.localise(args, days)  # the copy only for good flags
     if problem:
         print(f"newsbeam query: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     # A configured catalog may name files anywhere; the folder then only adds errors.
     if not Path(args.data).is_dir() and not (args.table and args.iceberg_catalog):
         print(f"newsbeam query: no dataset folder at {args.data}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
         connection = connect(args.data, table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of,
                              dates=days)
     except (TableError, duckdb.Error) as error:  # duckdb: a file of the dataset it cannot read
         print(f"newsbeam query: {first_line(error)}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
         relation = connection.sql(args.sql)
         if relation is None:  # a statement without a result, e.g. SET
-            return 0
+            return EXIT_OK
         if args.format == "parquet":
             relation.write_parquet(str(args.out), compression="zstd")
         else:
             _write_text(args, relation)
     except duckdb.Error as error:
         print(f"newsbeam query: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     finally:
         connection.close()
-    return 0
+    return EXIT_OK

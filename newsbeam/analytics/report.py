@@ -27,7 +27,8 @@ from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
 from newsbeam.analytics import dates, remote, stories_section, table_view
-from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, first_line, read_run_manifests
+from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, read_run_manifests
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_OK, first_line
 from newsbeam.iceberg import TableError
 
 LOGGER = logging.getLogger(__name__)
@@ -370,17 +371,17 @@ def run(args: argparse.Namespace) -> int:
     problem = problem or table_view.flag_problem(args) or remote.localise(args, days)  # the copy only for good flags
     if problem:
         print(f"newsbeam report: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if not Path(args.data).is_dir() and not (args.table and args.iceberg_catalog):
         print(f"newsbeam report: no dataset folder at {args.data}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
         html = build_report(args.data, latest_runs=args.runs, top_sources=args.top_sources,
                             table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of, days=days)
     except (TableError, duckdb.Error) as error:  # duckdb: a file of the dataset it cannot read
         print(f"newsbeam report: {first_line(error)}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(html, encoding="utf-8")
     LOGGER.info("wrote %s (%d bytes)", args.out, len(html.encode("utf-8")))
-    return 0
+    return EXIT_OK

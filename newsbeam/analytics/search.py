@@ -19,8 +19,9 @@ from typing import Optional, Sequence
 import duckdb
 
 from newsbeam.analytics import dates, remote
-from newsbeam.analytics.dataset import ARTICLES_VIEW, DEFAULT_DATA_DIR, connect, detect_partition_keys, first_line
+from newsbeam.analytics.dataset import ARTICLES_VIEW, DEFAULT_DATA_DIR, connect, detect_partition_keys
 from newsbeam.analytics.query import write_csv, write_json_lines
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_OK, first_line
 from newsbeam.labelling import QUANTIZE_CHOICES
 from newsbeam.layout import articles_glob
 
@@ -136,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
         _search(args)
     except SearchError as error:
         print(f"newsbeam search: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_CONFIG
+    return EXIT_OK
 
 
 def _search(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from newsbeam import iceberg
+from newsbeam.exit_codes import first_line
 from newsbeam.layout import ICEBERG_DIR
 
 
@@ -70,8 +71,7 @@ def resolve(data_dir: Path | str, name: str, *, catalog: Optional[str] = None,
     except iceberg.TableError:
         raise
     except Exception as error:  # a catalog or metadata problem (unreachable, forbidden, corrupt): one line
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        raise iceberg.TableError(f"Iceberg table {name} in catalog {catalog_name}: {lines[0]}") from error
+        raise iceberg.TableError(f"Iceberg table {name} in catalog {catalog_name}: {first_line(error)}") from error
     local = []
     for path in files:
         if _local(path) is None:

@@ -11,16 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
+from newsbeam.exit_codes import first_line
 from newsbeam.iceberg import TableError, open_table, run_snapshots, sync
 from newsbeam.pipeline.graph import table_spec
 from newsbeam.pipeline.options import NewsOptions
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def repair_table(news: NewsOptions) -> Optional[str]:
@@ -33,10 +29,10 @@ def repair_table(news: NewsOptions) -> Optional[str]:
     except TableError as error:
         return str(error)
     except ValueError as error:
-        return _one_line(error)
+        return first_line(error)
     except Exception as error:  # a catalog that can't be reached, say: one line, not a traceback
         LOGGER.debug("Iceberg sync failed", exc_info=True)
-        return f"Iceberg table {news.iceberg_table}: {type(error).__name__}: {_one_line(error)}"
+        return f"Iceberg table {news.iceberg_table}: {type(error).__name__}: {first_line(error)}"
     if made:
         LOGGER.warning("Iceberg table %s: registered files an earlier run committed but never added "
                        "(%d snapshot(s))", news.iceberg_table, len(made))
@@ -52,5 +48,5 @@ def table_report(news: NewsOptions, run_id: str) -> Optional[dict[str, Any]]:
     try:
         report["snapshot_id"] = run_snapshots(open_table(spec)).get(run_id)
     except Exception as error:  # the data is committed; the table's state is only reported
-        report["error"] = _one_line(error)
+        report["error"] = first_line(error)
     return report
