@@ -311,11 +311,12 @@ def list_paths(pattern: str) -> list[str]:
     return sorted(m.path for m in filesystems().match([pattern])[0].metadata_list)
 
 
-def read_text(path: str) -> Optional[str]:
+def read_text(path: str, errors: str = "strict") -> Optional[str]:
+    """The file's text (None when absent); ``errors="replace"`` reads damaged bytes as U+FFFD."""
     if not filesystems().exists(path):
         return None
     with filesystems().open(path) as handle:
-        return handle.read().decode("utf-8")
+        return handle.read().decode("utf-8", errors=errors)
 
 
 def write_text_atomically(path: str, text: str) -> None:

@@ -64,30 +64,64 @@ def written_keys_in(paths: Iterable[str]) -> list[str]:
     return lines
 
 
+# One line of an ids file: an article_id, then (since content hashes were recorded) its content hash.
+ID_LINE_RE = re.compile(r"[0-9a-f]{16,64}( [0-9a-f]{16,64})?")
+
+
 def recover_uncommitted(state: str, output: str) -> int:
-    """Record ids of committed data files that the state doesn't know yet."""
-    known = {FileSystems.split(p)[1] for p in list_paths(join_path(state, WRITTEN_DIR, "*.ids"))}
-    orphans: dict[str, list[str]] = {}
+    """Record ids of committed data files that the state doesn't know yet; mend damaged ids files.
+
+    Returns how many data files were read for ids that the state lacked.
+    """
+    files_by_run: dict[str, list[str]] = {}
     for path in data_files(output):
-        key = run_key_of(FileSystems.split(path)[1])
-        if FileSystems.split(ids_path(state, key))[1] not in known:
-            orphans.setdefault(key, []).append(path)
+        files_by_run.setdefault(run_key_of(FileSystems.split(path)[1]), []).append(path)
+    known = {FileSystems.split(p)[1]: p for p in list_paths(join_path(state, WRITTEN_DIR, "*.ids"))}
+    orphans = {key: paths for key, paths in files_by_run.items()
+               if FileSystems.split(ids_path(state, key))[1] not in known}
     for key, paths in orphans.items():
         ids = written_keys_in(paths)
         write_text_atomically(ids_path(state, key), "\n".join(ids) + "\n")
         LOGGER.warning("recovered %d article ids of run %s whose state was not committed", len(ids), key)
+    _mend_damaged_ids(state, known, files_by_run)
     return sum(len(paths) for paths in orphans.values())
 
 
+def _mend_damaged_ids(state: str, known: dict[str, str], files_by_run: dict[str, list[str]]) -> None:
+    """An ids file with lines that are not ids (a disk fault, a hand edit) is written again.
+
+    Such a line would be taken for an article id and its article written a
+    second time unnoticed. The dataset is the truth: the file is rebuilt from its
+    run's data files; where those are gone (compaction replaced them, and the
+    compacted files have ids files of their own) only the good lines are kept.
+    """
+    run_of_file = {FileSystems.split(ids_path(state, key))[1]: key for key in files_by_run}
+    for name, path in sorted(known.items()):
+        lines = (read_text(path, errors="replace") or "").splitlines()
+        bad = sum(1 for line in lines if line and not ID_LINE_RE.fullmatch(line))
+        if not bad:
+            continue
+        run = run_of_file.get(name)
+        if run is not None:
+            ids = written_keys_in(files_by_run[run])
+            how = f"rebuilt from its run's {len(files_by_run[run])} data files ({len(ids)} ids)"
+        else:
+            ids = [line for line in lines if ID_LINE_RE.fullmatch(line)]
+            how = f"kept its {len(ids)} good lines (its run's data files are gone)"
+        write_text_atomically(path, "\n".join(ids) + "\n" if ids else "")
+        LOGGER.warning("state file %s had %d lines that are not article ids: %s", redact_url(path), bad, how)
+
+
 def load_written_ids(state: str) -> tuple[set[str], set[str]]:
-    """article_ids and content_hashes of every row committed so far."""
+    """article_ids and content_hashes of every row committed so far (lines that are not ids are skipped)."""
     ids: set[str] = set()
     hashes: set[str] = set()
     for path in list_paths(join_path(state, WRITTEN_DIR, "*.ids")):
-        for line in (read_text(path) or "").splitlines():
+        for line in (read_text(path, errors="replace") or "").splitlines():
+            if not ID_LINE_RE.fullmatch(line):
+                continue
             article_id, _, content_hash = line.partition(" ")
-            if article_id:
-                ids.add(article_id)
+            ids.add(article_id)
             if content_hash:
                 hashes.add(content_hash)
     return ids, hashes
@@ -114,8 +148,16 @@ def _read_feed_state(state: str) -> tuple[dict[str, dict], bool]:
     Such a file is converted here, on every read, and rewritten without the
     clear URLs by the next committed run (``commit_state``).
     """
-    text = read_text(join_path(state, FEEDS_FILE))
-    stored: dict[str, dict] = json.loads(text) if text else {}
+    path = join_path(state, FEEDS_FILE)
+    text = read_text(path, errors="replace")
+    try:
+        stored: dict[str, dict] = json.loads(text) if text else {}
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as error:  # the caches only save bandwidth: without them each feed is fetched whole once
+        LOGGER.warning("state file %s is unreadable (%s): feeds are fetched without their HTTP caches "
+                       "this run, and the file is written again when it commits", redact_url(path), error)
+        return {}, True
     entries: dict[str, dict] = {}
     for key, entry in stored.items():
         if FEED_KEY_RE.fullmatch(key):

@@ -68,7 +68,7 @@ def story_from_line(line: str) -> Story:
 
 def _read_stories(path: str) -> list[Story]:
     stories = []
-    for number, line in enumerate((read_text(path) or "").splitlines(), 1):
+    for number, line in enumerate((read_text(path, errors="replace") or "").splitlines(), 1):
         if not line.strip():
             continue
         try:
