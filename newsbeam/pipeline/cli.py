@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from newsbeam.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_NOTHING_READ, EXIT_OK
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_NOTHING_READ, EXIT_OK, first_line
 from newsbeam.faults import crash_point
 
 if TYPE_CHECKING:  # Beam is imported when a command needs it, so `console_main` can pause the collector first
@@ -150,6 +150,11 @@ def run_pipeline(argv: Sequence[str]) -> int:
         if credentials_problem:
             print(f"newsbeam: {credentials_problem}", file=sys.stderr)
             return EXIT_CONFIG
+        for flag, folder in (("--output", news.output), ("--state", news.state)):
+            problem = folder and _local_folder_problem(folder)
+            if problem:  # found now, not after every source was fetched and labelled
+                print(f"newsbeam: {flag} {folder}: {problem}", file=sys.stderr)
+                return EXIT_CONFIG
     lock = None
     if news.state and not dry_run:
         from newsbeam.state.lock import StateLock, StateLocked
@@ -162,6 +167,9 @@ def run_pipeline(argv: Sequence[str]) -> int:
             return EXIT_LOCKED
         except ValueError as error:  # --state where no lock can be taken
             print(f"newsbeam: --state {news.state}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        except OSError as error:  # a folder that cannot be made or written
+            print(f"newsbeam: --state {news.state}: {error.strerror or first_line(error)}", file=sys.stderr)
             return EXIT_CONFIG
     try:
         if news.state and not news.full_refresh and not dry_run:
@@ -177,6 +185,24 @@ def run_pipeline(argv: Sequence[str]) -> int:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _local_folder_problem(path: str) -> Optional[str]:
+    """Why a local folder cannot be used as one (it is a file, or cannot be made here); None when it can.
+
+    Nothing is created: a run that stops on a later problem leaves no folder behind."""
+    from newsbeam.layout import is_local
+
+    if not is_local(path):
+        return None
+    if os.path.exists(path):
+        return None if os.path.isdir(path) else "is a file, not a folder"
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"cannot be made: {ancestor} is a file, not a folder"
+    return None if os.access(ancestor, os.W_OK | os.X_OK) else f"cannot be made: {ancestor} is not writable"
 
 
 def _is_dry_run(options: PipelineOptions) -> bool:

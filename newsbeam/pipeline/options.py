@@ -6,6 +6,8 @@ these, ``--help`` lists them, and Dataflow ships them to workers.
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -39,6 +41,35 @@ def _evidence_weight(value: str) -> float:
     return weight
 
 
+def _bounded(kind: type, low: float, high: Optional[float] = None, *, above: bool = False):
+    """An argparse type: a ``kind`` number >= low (> low when ``above``), <= high when given.
+
+    A value outside makes one line at start-up; without it a zero timeout, rate
+    or file size runs and fails late, or silently does something else."""
+    bounds = f"{'>' if above else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or (number <= low if above else number < low) \
+                or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} {bounds}, "
+                                             f"got {value!r}")
+        return number
+
+    return parse
+
+
+POSITIVE_INT = _bounded(int, 1)
+POSITIVE = _bounded(float, 0, above=True)
+NON_NEGATIVE = _bounded(float, 0)
+FRACTION = _bounded(float, 0, 1)
+TOKEN_BUDGET = _bounded(int, 16)  # room for the prefix and special tokens, and some text
+COSINE_THRESHOLD = _bounded(float, 0, 1, above=True)
+
+
 def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -66,7 +97,7 @@ class NewsOptions(PipelineOptions):
         io.add_argument("--partition_keys", type=_comma_list, action=_CommaListAction,
                         default=list(DEFAULT_PARTITION_KEYS),
                         help="Hive partition keys, comma-separated, from dt,lang,month,year,source_host.")
-        io.add_argument("--max_rows_per_file", type=int, default=DEFAULT_MAX_ROWS_PER_FILE)
+        io.add_argument("--max_rows_per_file", type=POSITIVE_INT, default=DEFAULT_MAX_ROWS_PER_FILE)
         io.add_argument("--state", default=None,
                         help="State folder for incremental runs (local or gs://).")
         io.add_argument("--iceberg_table", default=None,
@@ -86,21 +117,21 @@ class NewsOptions(PipelineOptions):
                            help="With --full_text: also allow article pages, their redirects and robots.txt "
                                 "on loopback/private addresses. Off by default: a feed, not you, chooses "
                                 "its links. Link-local and cloud metadata never.")
-        fetch.add_argument("--fetch_timeout", type=float, default=DEFAULT_READ_TIMEOUT, help="Read timeout per request, seconds.")
-        fetch.add_argument("--max_feed_bytes", type=int, default=DEFAULT_MAX_BYTES)
+        fetch.add_argument("--fetch_timeout", type=POSITIVE, default=DEFAULT_READ_TIMEOUT, help="Read timeout per request, seconds.")
+        fetch.add_argument("--max_feed_bytes", type=POSITIVE_INT, default=DEFAULT_MAX_BYTES)
         fetch.add_argument("--full_text", action="store_true", default=False,
                            help="Fetch each new entry's page and use its main text when longer (robots.txt honoured).")
-        fetch.add_argument("--page_concurrency_per_host", type=int, default=DEFAULT_CONCURRENCY_PER_HOST)
-        fetch.add_argument("--page_rate_per_host", type=float, default=DEFAULT_RATE_PER_HOST, help="Page requests/second per host.")
+        fetch.add_argument("--page_concurrency_per_host", type=POSITIVE_INT, default=DEFAULT_CONCURRENCY_PER_HOST)
+        fetch.add_argument("--page_rate_per_host", type=POSITIVE, default=DEFAULT_RATE_PER_HOST, help="Page requests/second per host.")
         fetch.add_argument("--page_user_agent", default=None, help="User-Agent for pages (newsbeam is always named).")
-        fetch.add_argument("--poll_interval", type=float, default=DEFAULT_POLL_INTERVAL_SECONDS, help="Streaming: seconds between polls.")
-        fetch.add_argument("--max_duration", type=float, default=None,
+        fetch.add_argument("--poll_interval", type=POSITIVE, default=DEFAULT_POLL_INTERVAL_SECONDS, help="Streaming: seconds between polls.")
+        fetch.add_argument("--max_duration", type=POSITIVE, default=None,
                            help="Streaming: stop polling after this many seconds.")
-        fetch.add_argument("--window_seconds", type=float, default=DEFAULT_WINDOW_SECONDS,
+        fetch.add_argument("--window_seconds", type=POSITIVE, default=DEFAULT_WINDOW_SECONDS,
                            help="Streaming: files are written per fixed window of this length.")
-        fetch.add_argument("--dedup_ttl", type=float, default=DEFAULT_DEDUP_TTL_SECONDS,
+        fetch.add_argument("--dedup_ttl", type=POSITIVE, default=DEFAULT_DEDUP_TTL_SECONDS,
                            help="Streaming: seconds an article id is remembered for dedup.")
-        fetch.add_argument("--allowed_lateness", type=float, default=DEFAULT_ALLOWED_LATENESS_SECONDS,
+        fetch.add_argument("--allowed_lateness", type=NON_NEGATIVE, default=DEFAULT_ALLOWED_LATENESS_SECONDS,
                            help="Streaming: late elements within this many seconds get an extra pane.")
 
         labels = parser.add_argument_group("newsbeam labels")
@@ -113,9 +144,9 @@ class NewsOptions(PipelineOptions):
         labels.add_argument("--topic_model", default=None, help="Text-classification checkpoint for topics.")
         labels.add_argument("--sentiment_model", default=None, help="Text-classification checkpoint for sentiment.")
         labels.add_argument("--label_map", default=None, help="JSON mapping classifier labels onto newsbeam ids.")
-        labels.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS,
+        labels.add_argument("--max_tokens", type=TOKEN_BUDGET, default=DEFAULT_MAX_TOKENS,
                             help="Token budget per article: headline + lead (128 labels as well as 256 at twice the speed).")
-        labels.add_argument("--max_batch_tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
+        labels.add_argument("--max_batch_tokens", type=TOKEN_BUDGET, default=DEFAULT_MAX_BATCH_TOKENS, help="Token budget per encoder batch.")
         labels.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
                             help="int8: dynamic per-channel int8 weights (faster; see the benchmark for agreement).")
         labels.add_argument("--embeddings", action="store_true", default=False,
@@ -125,14 +156,14 @@ class NewsOptions(PipelineOptions):
                             help="Give each article a story_id: articles about one event, across outlets and "
                                  "languages (near-duplicate embeddings within --story_window, or one content hash). "
                                  "Batch: the whole run, and recent stories in --state; streaming: each window.")
-        labels.add_argument("--story_threshold", type=float, default=DEFAULT_STORY_THRESHOLD,
+        labels.add_argument("--story_threshold", type=COSINE_THRESHOLD, default=DEFAULT_STORY_THRESHOLD,
                             help="Cosine from which an article joins a story (chosen on a labelled pair set; "
                                  "see docs/analytics.md).")
-        labels.add_argument("--story_window", type=float, default=DEFAULT_STORY_WINDOW_SECONDS,
+        labels.add_argument("--story_window", type=POSITIVE, default=DEFAULT_STORY_WINDOW_SECONDS,
                             help="Seconds a story stays open to new articles.")
         labels.add_argument("--feed_evidence_weight", type=_evidence_weight, default=DEFAULT_FEED_EVIDENCE_WEIGHT,
                             help="How much a feed's own section for an article (a <category> tag, a URL section "
                                  "such as /sport/) weighs on its topic; 1 ignores it.")
-        labels.add_argument("--torch_threads", type=int, default=None, help="torch intra-op threads per process.")
+        labels.add_argument("--torch_threads", type=POSITIVE_INT, default=None, help="torch intra-op threads per process.")
         labels.add_argument("--model_cache", default=None, help="Where the embedded model is built (default ~/.cache/newsbeam).")
-        labels.add_argument("--min_language_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE)
+        labels.add_argument("--min_language_confidence", type=FRACTION, default=DEFAULT_MIN_CONFIDENCE)

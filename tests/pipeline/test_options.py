@@ -165,6 +165,47 @@ def test_a_bad_value_is_reported_in_one_line(bad_value_runs, dest):
     assert len(lines) == 1, lines
 
 
+@pytest.mark.parametrize("argv", [
+    ["--fetch_timeout", "0"], ["--max_feed_bytes", "-1"], ["--page_rate_per_host", "0"],
+    ["--page_concurrency_per_host", "0"], ["--poll_interval", "inf"], ["--max_duration", "-5"],
+    ["--window_seconds", "nan"], ["--dedup_ttl", "0"], ["--allowed_lateness", "-1"], ["--max_tokens", "8"],
+    ["--max_batch_tokens", "0"], ["--story_threshold", "2"], ["--story_window", "0"], ["--torch_threads", "0"],
+    ["--min_language_confidence", "5"], ["--max_rows_per_file", "-3"], ["--max_rows_per_file", "2.5"],
+])
+def test_a_number_out_of_range_exits_2_in_one_line_before_anything_runs(tmp_path, capsys, argv):
+    """Such values ran before: a zero timeout or rate failed late, -3 rows per file crashed the sink."""
+    output = tmp_path / "out"
+    assert main(["run", "--output", str(output), "--skip_labels", *argv]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"argument {argv[0]}: must be" in lines[0] and repr(argv[1]) in lines[0], lines
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("argv, value", [(["--allowed_lateness", "0"], 0.0), (["--story_threshold", "1"], 1.0),
+                                         (["--max_rows_per_file=7"], 7), (["--min_language_confidence", "0"], 0.0)])
+def test_a_number_at_its_bound_is_accepted(argv, value):
+    from newsbeam.pipeline.cli import flag_problem
+
+    assert flag_problem(["--output", "out", *argv]) is None
+    dest = argv[0].split("=")[0].lstrip("-")
+    assert getattr(PipelineOptions(argv).view_as(NewsOptions), dest) == value
+
+
+@pytest.mark.parametrize("flag", ["--output", "--state"])
+def test_a_file_where_a_folder_belongs_exits_2_in_one_line_and_is_left_alone(tmp_path, capsys, flag):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"title": "A title", "body": "Some text here.", "url": "https://x.example/1"}\n')
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    folders = {"--output": str(tmp_path / "out"), "--state": str(tmp_path / "state"), flag: str(a_file)}
+    code = main(["run", "--inputs", str(inputs), "--skip_labels", "--output", folders["--output"],
+                 "--state", folders["--state"]])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and lines == [f"newsbeam: {flag} {a_file}: is a file, not a folder"]
+    assert a_file.read_text() == "keep me"
+    assert not any(tmp_path.glob("*/*.parquet")) and not any(tmp_path.glob("*/*=*"))
+
+
 # ---- unknown flags ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, named", [
@@ -207,7 +248,7 @@ def test_every_flag_of_every_beam_options_class_still_passes():
     assert len(flags) > 150 and {"--runner", "--experiments", "--sdk_container_image", "--dry_run"} <= {f for f, _ in flags}
     refused = {}
     for flag, action in flags:
-        values = [[]] if action.nargs == 0 else [[str(action.choices[0])]] if action.choices else [["1"], ["{}"]]
+        values = [[]] if action.nargs == 0 else [[str(action.choices[0])]] if action.choices else [["1"], ["{}"], ["64"]]
         problems = [flag_problem(["--output", "out", flag, *value]) for value in values]
         if all(problems):
             refused[flag] = problems
