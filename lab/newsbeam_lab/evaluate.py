@@ -23,6 +23,7 @@ import logging
 import sys
 from typing import Optional
 
+from newsbeam.exit_codes import EXIT_CONFIG, EXIT_FAILED
 from newsbeam.labelling import (
     DEFAULT_FEED_EVIDENCE_WEIGHT,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -103,32 +104,32 @@ def run(args: argparse.Namespace) -> int:
     a bad combination of options)."""
     if (args.task or args.data) if args.dev_report else not (args.task and args.data):
         print("newsbeam eval: give either --dev_report or both --task and --data", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if (args.against and not args.dev_report) or args.bootstrap < 0:
         print("newsbeam eval: --against goes with --dev_report, and --bootstrap is a count >= 0", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     weights = (args.feed_evidence_weight, args.against_feed_evidence_weight)
     if any(weight is not None and not weight >= 1 for weight in weights):
         print("newsbeam eval: a feed evidence weight is a number >= 1 (1 ignores the evidence)", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if args.dev_report:
         from newsbeam_lab.dev_report import check_splits
 
         if not args.data_root:
             print(f"newsbeam eval: --dev_report needs --data_root (or ${DATA_ROOT_ENV})", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
         try:  # before the model loads, so a wrong --data_root fails at once
             check_splits(args.data_root)
         except FileNotFoundError as error:
             print(f"newsbeam eval: {error}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
     else:
         try:  # before the model loads, so a mistyped --data fails at once
             for pattern in args.data:
                 expand_pattern(pattern)
         except FileNotFoundError as error:
             print(f"newsbeam eval: {error}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
     labeller = _load_labeller(args, args.heads, topic_model=args.topic_model, sentiment_model=args.sentiment_model,
                               label_map=args.model_label_map)
     if args.dev_report:
@@ -144,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
     rows = read_eval_rows(args.data, args.label_map, labeller.taxonomy.ids_for(args.task), task=args.task,
                           data_root=args.data_root)
     if not rows.texts:
-        print(f"no usable rows in {args.data} ({rows.skipped} skipped)", file=sys.stderr)
-        return 1
+        print(f"newsbeam eval: no usable rows in {' '.join(args.data)} ({rows.skipped} skipped: a row needs text and "
+              f"a {args.task} label among the taxonomy's, or one --label_map maps onto it)", file=sys.stderr)
+        return EXIT_CONFIG
     report = evaluate_labeller(labeller, args.task, rows, restrict=args.restrict, bootstrap=args.bootstrap)
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0

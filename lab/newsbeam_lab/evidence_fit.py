@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from newsbeam.exit_codes import EXIT_CONFIG
 from newsbeam_lab import default_data_root, shared_labels
 from newsbeam_lab.scoring import f1_scores
 from newsbeam_lab.training_data import LAB_LABELS, LabelledTexts, read_sources
@@ -73,7 +74,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not args.data_root:
         print("evidence_fit: give --data_root (the shared data the ANT labels refer to)", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     from newsbeam.labelling.labeller import load_labeller
 
     labeller = load_labeller(heads=args.heads, feed_evidence_weight=1.0)

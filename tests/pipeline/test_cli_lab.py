@@ -1,6 +1,7 @@
 """eval and train-heads come from the lab; without it they say how to get it."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,16 @@ def test_a_file_a_command_cannot_write_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if "no article files" not in line]
     assert len(lines) == 1 and lines[0].startswith("newsbeam report: ") and str(blocker) in lines[0]
+
+
+def test_eval_of_rows_without_a_usable_label_is_one_line_saying_what_a_row_needs(tmp_path):
+    data = tmp_path / "unlabelled.jsonl"
+    data.write_text('{"text": "Rain fell all day in the capital."}\n'
+                    '{"text": "Markets rose.", "label": "no_such_subject"}\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "eval", "--task", "topic",
+                             "--data", str(data)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("newsbeam eval:")]
+    assert len(lines) == 1 and "no usable rows" in lines[0] and "2 skipped" in lines[0] and "topic label" in lines[0]
+    assert "Traceback" not in result.stderr
