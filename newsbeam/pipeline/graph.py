@@ -105,9 +105,6 @@ def build(options: PipelineOptions, pipeline: Optional[beam.Pipeline] = None, ru
     if (news.embeddings or news.stories) and news.skip_labels:
         flag = "--embeddings" if news.embeddings else "--stories"
         raise ValueError(f"{flag} needs the vectors of the labelling pass: it cannot go with --skip_labels")
-    if news.stories and not (-1.0 <= news.story_threshold <= 1.0 and news.story_window > 0):
-        raise ValueError(f"--story_threshold is a cosine in [-1, 1] and --story_window seconds > 0; got "
-                         f"{news.story_threshold!r}, {news.story_window!r}")
     table_spec(news)  # a bad --iceberg_table fails here, before anything runs
     streaming = bool(options.view_as(StandardOptions).streaming)
     news.run_id = run_id = check_run_id(run_id or news.run_id or new_run_id())

@@ -67,7 +67,7 @@ POSITIVE = _bounded(float, 0, above=True)
 NON_NEGATIVE = _bounded(float, 0)
 FRACTION = _bounded(float, 0, 1)
 TOKEN_BUDGET = _bounded(int, 16)  # room for the prefix and special tokens, and some text
-COSINE_THRESHOLD = _bounded(float, 0, 1, above=True)
+COSINE_THRESHOLD = _bounded(float, -1, 1)  # as the stories transform accepts
 
 
 def _comma_list(value: str) -> list[str]:

@@ -181,7 +181,7 @@ def test_a_number_out_of_range_exits_2_in_one_line_before_anything_runs(tmp_path
     assert not output.exists()
 
 
-@pytest.mark.parametrize("argv, value", [(["--allowed_lateness", "0"], 0.0), (["--story_threshold", "1"], 1.0),
+@pytest.mark.parametrize("argv, value", [(["--allowed_lateness", "0"], 0.0), (["--story_threshold", "1"], 1.0), (["--story_threshold", "-1"], -1.0),
                                          (["--max_rows_per_file=7"], 7), (["--min_language_confidence", "0"], 0.0)])
 def test_a_number_at_its_bound_is_accepted(argv, value):
     from newsbeam.pipeline.cli import flag_problem

@@ -68,7 +68,7 @@ def test_embeddings_or_stories_without_labels_are_refused_in_one_line(tmp_path, 
         error = capsys.readouterr().err
         assert f"{flag} needs the vectors of the labelling pass" in error and error.count("\n") == 1
     assert run_cli("--output", str(tmp_path / "out"), "--stories", "--story_threshold", "1.5") == 2
-    assert "--story_threshold is a cosine" in capsys.readouterr().err
+    assert "argument --story_threshold: must be a number >= -1 and <= 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
