@@ -143,11 +143,15 @@ def test_nothing_readable_exits_3(tmp_path, http_server):
     assert code == 3
 
 
-def test_unwritable_output_exits_1_and_leaves_no_data(tmp_path):
+def test_an_output_below_a_file_exits_2_at_start_up_and_leaves_no_data(tmp_path, capsys):
+    """Found before any input is read (it used to fail at the sink, exit 1, after all the work)."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     code = run_cli("--output", str(blocker / "out"), "--inputs", str(SAMPLES / "more-languages.jsonl"), *FAST)
-    assert code == 1
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"newsbeam: --output {blocker / 'out'}: cannot be made: {blocker} is a file, not a folder"]
+    assert blocker.read_text() == "not a folder" and [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def _news_jsonl(path, rows):
