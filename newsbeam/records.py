@@ -92,5 +92,7 @@ class DeadLetter:
     article_id: Optional[str] = None
 
     @staticmethod
-    def excerpt_of(text: Optional[str], limit: int = 500) -> str:
-        return (text or "")[:limit]
+    def excerpt_of(text: object, limit: int = 500) -> str:
+        # Any value: the record being dead-lettered is by definition malformed, and the
+        # error path must not raise where the record did (that failed the whole pipeline).
+        return (text if isinstance(text, str) else "" if text is None else repr(text))[:limit]

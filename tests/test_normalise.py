@@ -214,3 +214,23 @@ def test_redact_text_masks_credentials_in_urls_and_secret_values_in_error_text()
                         "https://h.example/x?api_key=REDACTED&lang=en (Max retries exceeded with url: "
                         "/feed.xml?sig=REDACTED&x=1)")
     assert redact_text("server answered 404") == "server answered 404"
+
+
+@pytest.mark.parametrize("field, value", [("title", 5), ("body", ["a", "b"]), ("summary", {"x": 1})])
+def test_an_entry_with_a_non_text_field_becomes_a_dead_letter_not_a_crash(field, value):
+    """A source that slips a number or a list into a text field: the error path itself used to raise."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from newsbeam.transforms.normalise import DEAD_LETTER, NormaliseEntries
+
+    good = RawEntry(source="s", title="A good headline", body="Some body text.", url="https://x.example/1")
+    bad = RawEntry(**{"source": "s", "title": "t", "body": "b", field: value})
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        results = pipeline | beam.Create([good, bad]) | NormaliseEntries()
+        assert_that(results.articles | beam.Map(lambda article: article.title), equal_to(["A good headline"]),
+                    label="articles")
+        assert_that(results[DEAD_LETTER] | beam.Map(lambda letter: (letter.stage, letter.reason.split(":")[0],
+                                                                      bool(letter.excerpt))),
+                    equal_to([("normalise", "TypeError", True)]), label="letters")

@@ -34,21 +34,34 @@ def _as_strings(value: Any) -> tuple[str, ...]:
     return (str(value),)
 
 
+def text_of(record: dict[str, Any], *names: str) -> Optional[str]:
+    """The first present field of ``names``, which must be a string (a number or list there is bad input)."""
+    value = first_of(record, *names)
+    if value is not None and not isinstance(value, str):
+        name = next(name for name in names if record.get(name) is value)
+        raise ValueError(f"field {name!r} is a JSON {_json_type(value)}, expected a string")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}.get(type(value), "value")
+
+
 def entry_from_json(record: Any, *, path: str, fetched_at: str) -> RawEntry:
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"expected a JSON object, got a JSON {_json_type(record)}")
     published = first_of(record, "published", "published_at", "date")
     return RawEntry(
         source=str(first_of(record, "source") or path),
-        source_title=first_of(record, "source_title"),
-        url=first_of(record, "url", "link"),
-        title=first_of(record, "title", "headline"),
-        summary=first_of(record, "summary", "description"),
-        body=first_of(record, "body", "text", "content"),
+        source_title=text_of(record, "source_title"),
+        url=text_of(record, "url", "link"),
+        title=text_of(record, "title", "headline"),
+        summary=text_of(record, "summary", "description"),
+        body=text_of(record, "body", "text", "content"),
         authors=_as_strings(first_of(record, "authors", "author")),
         tags=_as_strings(first_of(record, "tags", "categories")),
         published=str(published) if published is not None else None,
-        language_hint=first_of(record, "language", "lang"),
+        language_hint=text_of(record, "language", "lang"),
         fetched_at=fetched_at,
     )
 
@@ -65,5 +78,11 @@ def entries_from_jsonl(data: bytes, *, path: str, fetched_at: str) -> Iterator[R
 
 def entries_from_json(data: bytes, *, path: str, fetched_at: str) -> Iterator[RawEntry]:
     document = json.loads(data.decode("utf-8-sig"))
-    for record in document if isinstance(document, list) else [document]:
-        yield entry_from_json(record, path=path, fetched_at=fetched_at)
+    if not isinstance(document, list):
+        yield entry_from_json(document, path=path, fetched_at=fetched_at)
+        return
+    for number, record in enumerate(document, start=1):
+        try:
+            yield entry_from_json(record, path=path, fetched_at=fetched_at)
+        except ValueError as error:
+            raise ValueError(f"item {number}: {error}") from error

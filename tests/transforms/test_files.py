@@ -208,6 +208,28 @@ def test_a_jsonl_file_with_a_bad_line_fails_whole_and_names_the_line(tmp_path):
     assert (counters["files_read"], counters["files_failed"], counters["entries_read"]) == (1, 1, 1)
 
 
+@pytest.mark.parametrize("name, content, named", [
+    ("number-title.jsonl", '{"title": 5, "body": "b"}\n', "line 1: field 'title' is a JSON number, expected a string"),
+    ("list-body.jsonl", '{"title": "t", "body": "b"}\n{"title": "t", "text": ["a"]}\n',
+     "line 2: field 'text' is a JSON array, expected a string"),
+    ("number-url.jsonl", '{"title": "t", "url": 7}\n', "line 1: field 'url' is a JSON number"),
+    ("array.json", '[{"title": "t", "body": "b"}, 1]', "item 2: expected a JSON object, got a JSON number"),
+])
+def test_a_json_field_of_the_wrong_type_fails_its_file_naming_line_and_field(tmp_path, name, content, named):
+    """Such a row crashed the whole pipeline in normalise (TypeError), taking every other file with it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / name).write_text(content, encoding="utf-8")
+    (folder / "good.jsonl").write_text(jsonl([{"title": "Good line", "body": "b", "tags": [1], "author": 7}]),
+                                       encoding="utf-8")
+
+    entries, letters, counters = run_read_files([str(folder)], tmp_path / "run")
+
+    assert [(e.title, e.tags, e.authors) for e in entries] == [("Good line", ("1",), ("7",))]
+    [letter] = letters
+    assert letter.source == str(folder / name) and named in letter.reason
+
+
 def test_a_file_over_max_bytes_is_a_dead_letter_naming_the_cap(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
