@@ -230,6 +230,19 @@ def test_a_json_field_of_the_wrong_type_fails_its_file_naming_line_and_field(tmp
     assert letter.source == str(folder / name) and named in letter.reason
 
 
+@pytest.mark.parametrize("name, content", [("latin1.txt", "Titre\nCorps \u00e0 lire\n".encode("latin-1")),
+                                           ("cp1256.jsonl", b'{"title": "ok"}\n' + '{"title": "\u062e\u0628\u0631"}\n'.encode("cp1256"))])
+def test_a_file_that_is_not_utf8_fails_saying_so_and_where(tmp_path, name, content):
+    """No guessing of legacy code pages (detectors confuse cp1252 with cp1250 on short texts)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / name).write_bytes(content)
+    entries, letters, _ = run_read_files([str(folder)], tmp_path / "run")
+    assert entries == []
+    [letter] = letters
+    assert "not UTF-8 text (line 2: byte 0x" in letter.reason and "save the file as UTF-8" in letter.reason
+
+
 def test_a_file_over_max_bytes_is_a_dead_letter_naming_the_cap(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
