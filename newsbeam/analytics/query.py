@@ -21,6 +21,7 @@ import duckdb
 from newsbeam.analytics import dates, remote, table_view
 from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect
 from newsbeam.exit_codes import EXIT_CONFIG, EXIT_OK, first_line
+from newsbeam.flags import POSITIVE_INT
 from newsbeam.iceberg import TableError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="table (default), csv, json (one object per line) or parquet (needs --out)")
     parser.add_argument("--out", type=Path, help="write to this file instead of standard output")
-    parser.add_argument("--max-rows", type=int, default=40,
+    parser.add_argument("--max-rows", type=POSITIVE_INT, default=40,
                         help="rows shown by --format table (default: %(default)s); other formats write all")
     dates.add_arguments(parser)
     table_view.add_arguments(parser)

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from newsbeam.analytics import dates, remote, stories_section, table_view
 from newsbeam.analytics.dataset import DEFAULT_DATA_DIR, connect, read_run_manifests
 from newsbeam.exit_codes import EXIT_CONFIG, EXIT_OK, first_line
+from newsbeam.flags import COUNT, POSITIVE_INT
 from newsbeam.iceberg import TableError
 
 LOGGER = logging.getLogger(__name__)
@@ -358,8 +359,8 @@ def build_report(data_dir: Path | str = DEFAULT_DATA_DIR, *, latest_runs: int = 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=str, default=DEFAULT_DATA_DIR, help="dataset folder (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=10, help="latest runs to list (default: %(default)s)")
-    parser.add_argument("--top-sources", type=int, default=15, help="sources in the top chart (default: %(default)s)")
+    parser.add_argument("--runs", type=COUNT, default=10, help="latest runs to list (default: %(default)s)")
+    parser.add_argument("--top-sources", type=POSITIVE_INT, default=15, help="sources in the top chart (default: %(default)s)")
     dates.add_arguments(parser)
     table_view.add_arguments(parser)
     remote.add_arguments(parser)

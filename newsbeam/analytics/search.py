@@ -22,6 +22,7 @@ from newsbeam.analytics import dates, remote
 from newsbeam.analytics.dataset import ARTICLES_VIEW, DEFAULT_DATA_DIR, connect, detect_partition_keys
 from newsbeam.analytics.query import write_csv, write_json_lines
 from newsbeam.exit_codes import EXIT_CONFIG, EXIT_OK, first_line
+from newsbeam.flags import POSITIVE_INT
 from newsbeam.labelling import QUANTIZE_CHOICES
 from newsbeam.layout import articles_glob
 
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8 when the dataset was written with newsbeam run --quantize int8")
     parser.add_argument("--model_cache", default=None,
                         help="where the embedded model is built (default ~/.cache/newsbeam)")
-    parser.add_argument("--max-rows", type=int, default=40,
+    parser.add_argument("--max-rows", type=POSITIVE_INT, default=40,
                         help="rows shown by --format table (default: %(default)s)")
     dates.add_arguments(parser)
     remote.add_arguments(parser)

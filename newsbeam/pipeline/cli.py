@@ -406,18 +406,25 @@ SUBCOMMANDS = {
 }
 
 
+class _OneLineArgumentParser(argparse.ArgumentParser):
+    """A bad flag of any subcommand is one line and exit 2, as for ``run`` (argparse prints the usage block)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("NEWSBEAM_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv and argv[0] == "run":
         return run_pipeline(argv[1:])
-    parser = argparse.ArgumentParser(prog="newsbeam", description="News feeds to labelled Parquet, with Apache Beam.")
+    parser = _OneLineArgumentParser(prog="newsbeam", description="News feeds to labelled Parquet, with Apache Beam.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="Run the ingestion pipeline (newsbeam run --help for its flags).", add_help=False)
     handlers, missing = {}, {}
     for name, (module, description) in SUBCOMMANDS.items():
-        sub = commands.add_parser(name, help=description, description=description)
+        sub = commands.add_parser(name, help=description, description=description, allow_abbrev=False)
         try:
             add_arguments, handlers[name] = _subcommand(module)
         except ImportError as error:

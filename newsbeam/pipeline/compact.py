@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from newsbeam.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from newsbeam.flags import POSITIVE, POSITIVE_INT
 from newsbeam.iceberg import TableSpec, check_table_name, sync
 from newsbeam.layout import (
     TMP_DIR,
@@ -226,9 +227,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partition", action="append", default=[],
                         help="Only leaf folders under this prefix, e.g. dt=2024-05-01 or dt=2024-05-01/lang=ar "
                              "(repeatable). Default: every leaf with enough small files.")
-    parser.add_argument("--target_file_mb", type=float, default=DEFAULT_TARGET_FILE_MB,
+    parser.add_argument("--target_file_mb", type=POSITIVE, default=DEFAULT_TARGET_FILE_MB,
                         help="Target size of a compacted file; larger files are left alone (default 128).")
-    parser.add_argument("--min_files", type=int, default=DEFAULT_MIN_FILES,
+    parser.add_argument("--min_files", type=POSITIVE_INT, default=DEFAULT_MIN_FILES,
                         help="Compact a leaf only if it has at least this many small files (default 2).")
     parser.add_argument("--dry_run", action="store_true", help="List what would be compacted; change nothing.")
     parser.add_argument("--iceberg_table", default=None,

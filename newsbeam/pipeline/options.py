@@ -6,13 +6,12 @@ these, ``--help`` lists them, and Dataflow ships them to workers.
 from __future__ import annotations
 
 import argparse
-import math
-from typing import Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from newsbeam.fetch.pages import DEFAULT_CONCURRENCY_PER_HOST, DEFAULT_RATE_PER_HOST
+from newsbeam.flags import COSINE_THRESHOLD, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, TOKEN_BUDGET
 from newsbeam.labelling import (
     DEFAULT_FEED_EVIDENCE_WEIGHT,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -40,34 +39,6 @@ def _evidence_weight(value: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number >= 1 (1 ignores feed sections), got {value!r}")
     return weight
 
-
-def _bounded(kind: type, low: float, high: Optional[float] = None, *, above: bool = False):
-    """An argparse type: a ``kind`` number >= low (> low when ``above``), <= high when given.
-
-    A value outside makes one line at start-up; without it a zero timeout, rate
-    or file size runs and fails late, or silently does something else."""
-    bounds = f"{'>' if above else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
-
-    def parse(value: str):
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        if number is None or not math.isfinite(number) or (number <= low if above else number < low) \
-                or (high is not None and number > high):
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} {bounds}, "
-                                             f"got {value!r}")
-        return number
-
-    return parse
-
-
-POSITIVE_INT = _bounded(int, 1)
-POSITIVE = _bounded(float, 0, above=True)
-NON_NEGATIVE = _bounded(float, 0)
-FRACTION = _bounded(float, 0, 1)
-TOKEN_BUDGET = _bounded(int, 16)  # room for the prefix and special tokens, and some text
-COSINE_THRESHOLD = _bounded(float, -1, 1)  # as the stories transform accepts
 
 
 def _comma_list(value: str) -> list[str]:

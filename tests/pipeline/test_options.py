@@ -272,3 +272,19 @@ def test_a_value_a_beam_action_chokes_on_is_one_line_naming_its_flag(tmp_path, c
     assert main(["run", "--output", str(tmp_path / "out"), "--gcs_custom_audit_entries", "1"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "argument --gcs_custom_audit_entries: invalid value" in lines[0], lines
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["search", "--max-rows", "0", "harbour"], "newsbeam search: error: argument --max-rows: must be an integer >= 1"),
+    (["report", "--top-sources", "0"], "newsbeam report: error: argument --top-sources: must be an integer >= 1"),
+    (["report", "--top", "5"], "newsbeam: error: unrecognized arguments: --top 5"),  # no abbreviations
+    (["query", "--max-rows", "-1", "SELECT 1"], "newsbeam query: error: argument --max-rows: must be an integer >= 1"),
+    (["compact", "--output", "x", "--target_file_mb", "0"], "newsbeam compact: error: argument --target_file_mb"),
+    (["compact"], "newsbeam compact: error: the following arguments are required: --output"),
+])
+def test_every_subcommand_says_a_bad_flag_in_one_line_with_exit_2(capsys, argv, named):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(named) and lines[0].endswith("--help)"), lines
