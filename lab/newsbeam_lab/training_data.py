@@ -36,6 +36,10 @@ DEFAULT_RECIPE = (
     ("topic", str(LAB_LABELS / "ant_v21_*.jsonl"), None),
     ("topic", str(LAB_LABELS / "masakhanews_*.jsonl"), None),
     ("topic", str(LAB_WRITTEN / "*.jsonl"), None),
+    # MasakhaNEWS's own coarse labels of the same articles (attacks under politics), as
+    # references so that the lab's dev share stays out; topic only; meant for a small
+    # --source_weight topic:masakha_coarse=W (the coarse closed set's floor, heads-v13).
+    ("topic", str(LAB_LABELS / "coarse" / "masakha_coarse.jsonl"), None),
     ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
     # ANT and MasakhaNEWS as two sources in each task, so that each can be weighted on
     # its own (--source_weight sentiment:ant_v21=W): in Arabic the ANT news rows outweighed the

@@ -120,6 +120,25 @@ def test_every_label_file_of_the_lab_feeds_both_tasks_of_the_recipe():
     for task in ("topic", "sentiment"):
         patterns = [pattern for recipe_task, pattern, _ in training_data.DEFAULT_RECIPE
                     if recipe_task == task and pattern.startswith(str(training_data.LAB_LABELS))]
-        read = {path for pattern in patterns for path in glob.glob(pattern)}
+        # lab/labels/coarse/ holds topic-only labels (a set's own coarse classes), read by topic alone
+        read = {path for pattern in patterns for path in glob.glob(pattern)
+                if Path(path).parent == training_data.LAB_LABELS}
         assert read == set(glob.glob(str(training_data.LAB_LABELS / "*.jsonl"))), task
         assert read
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "topic" / "masakhanews").is_dir(), reason="needs ../shared/data")
+def test_the_coarse_masakhanews_labels_are_the_sets_own_and_keep_the_dev_share_out():
+    from newsbeam.labelling.taxonomy import load_label_map
+
+    path = str(training_data.LAB_LABELS / "coarse" / "masakha_coarse.jsonl")
+    references = [json.loads(line) for line in open(path, encoding="utf-8")]
+    rows = training_data.read_labelled_jsonl(path, task="topic", data_root=str(SHARED_DATA))
+    train = [r for r in references if shared_labels.split_of(r["file"], r["id"]) == shared_labels.TRAIN]
+    assert len(rows.texts) == len(train) < len(references)  # the lab's MasakhaNEWS dev share is not read
+    coarse = load_label_map("masakhanews")
+    shared = {}
+    for name in {r["file"] for r in references}:
+        shared.update({(name, row["id"]): row for row in map(json.loads, open(SHARED_DATA / name, encoding="utf-8"))})
+    assert all(coarse[shared[(r["file"], r["id"])]["label"]] == r["topic"] for r in references)
+    assert training_data.read_labelled_jsonl(path, task="sentiment", data_root=str(SHARED_DATA)).texts == []
