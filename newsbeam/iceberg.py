@@ -137,12 +137,19 @@ def open_table(spec: TableSpec, *, create: bool = True):
             catalog.create_namespace(namespace)
         except NamespaceAlreadyExistsError:
             pass
+        except Exception:  # a concurrent run's insert won the race: SQLite says IntegrityError, not AlreadyExists
+            if not catalog.namespace_exists(namespace):
+                raise
         schema = assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(table_schema(spec.partition_keys)))
         try:
             table = catalog.create_table(
                 spec.name, schema=schema, partition_spec=_partition_spec(schema, spec.partition_keys),
                 properties={TableProperties.DEFAULT_NAME_MAPPING: schema.name_mapping.model_dump_json()})
         except TableAlreadyExistsError:  # a concurrent run created it first
+            table = catalog.load_table(spec.name)
+        except Exception:  # the same race seen by the catalog's database rather than by pyiceberg
+            if not catalog.table_exists(spec.name):
+                raise
             table = catalog.load_table(spec.name)
     held_keys = tuple(field.name for field in table.spec().fields)
     if spec.partition_keys and held_keys != tuple(spec.partition_keys):

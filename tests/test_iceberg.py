@@ -142,3 +142,22 @@ def test_problems_are_one_line_errors(tmp_path):
 def test_folder_values_are_unescaped_and_the_hive_default_is_null():
     path = "/x/dt=__HIVE_DEFAULT_PARTITION__/source_host=news%2Eexample.org/part-r-h0123abcd-0000.parquet"
     assert iceberg.folder_partition(path, ["dt", "source_host"]) == {"dt": None, "source_host": "news.example.org"}
+
+
+@pytest.mark.parametrize("method", ["create_namespace", "create_table"])
+def test_losing_the_race_to_create_the_table_is_not_an_error(tmp_path, monkeypatch, method):
+    """Two first runs at once: the SQLite catalog refuses the second insert with an IntegrityError
+    (not pyiceberg's AlreadyExists), which failed one run (seen in tests/pipeline/test_iceberg_runs.py)."""
+    import sqlalchemy.exc
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    real = getattr(SqlCatalog, method)
+
+    def created_by_the_other_run_first(self, *args, **kwargs):
+        real(self, *args, **kwargs)  # the winner's insert ...
+        raise sqlalchemy.exc.IntegrityError("INSERT ...", {}, Exception("UNIQUE constraint failed"))  # ... ours
+
+    monkeypatch.setattr(SqlCatalog, method, created_by_the_other_run_first)
+    spec = iceberg.TableSpec("news.articles", str(tmp_path / "out"), ("dt", "lang"))
+    table = iceberg.open_table(spec)
+    assert [field.name for field in table.spec().fields] == ["dt", "lang"]
