@@ -22,6 +22,7 @@ metastore for BigQuery), Glue, Hive, SQL.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
 import os
 import re
@@ -96,7 +97,11 @@ def load_catalog(spec: TableSpec):
                          "name a catalog with --iceberg_catalog (see docs/analytics.md)")
     folder = os.path.abspath(os.path.join(spec.output, ICEBERG_DIR))
     os.makedirs(folder, exist_ok=True)
-    return SqlCatalog(EMBEDDED_CATALOG, uri=f"sqlite:///{folder}/catalog.db", warehouse=f"file://{folder}")
+    # Opening a new catalog creates its tables; two first runs at once raced there
+    # ("table iceberg_tables already exists"), so the opening is serialised.
+    with open(os.path.join(folder, "catalog.db.open-lock"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        return SqlCatalog(EMBEDDED_CATALOG, uri=f"sqlite:///{folder}/catalog.db", warehouse=f"file://{folder}")
 
 
 def table_schema(partition_keys: Sequence[str]) -> pa.Schema:

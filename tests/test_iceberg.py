@@ -161,3 +161,28 @@ def test_losing_the_race_to_create_the_table_is_not_an_error(tmp_path, monkeypat
     spec = iceberg.TableSpec("news.articles", str(tmp_path / "out"), ("dt", "lang"))
     table = iceberg.open_table(spec)
     assert [field.name for field in table.spec().fields] == ["dt", "lang"]
+
+
+
+def test_opening_a_new_embedded_catalog_waits_for_another_opener(tmp_path):
+    """Opening a new SQLite catalog creates its tables; two first runs at once raced there
+    ("table iceberg_tables already exists", seen once in make test), so openers take turns."""
+    import fcntl
+    import threading
+
+    iceberg.load_catalog(iceberg.TableSpec("news.articles", str(tmp_path / "warm"), ("dt",)))  # imports done
+    folder = tmp_path / "out" / iceberg.ICEBERG_DIR
+    folder.mkdir(parents=True)
+    opened = threading.Event()
+
+    def open_catalog():
+        iceberg.load_catalog(iceberg.TableSpec("news.articles", str(tmp_path / "out"), ("dt",))).list_namespaces()
+        opened.set()
+
+    with open(folder / "catalog.db.open-lock", "a") as other_opener:
+        fcntl.flock(other_opener, fcntl.LOCK_EX)
+        thread = threading.Thread(target=open_catalog)
+        thread.start()
+        assert not opened.wait(1.0)  # waits while another process is creating the catalog
+    thread.join(timeout=30)
+    assert opened.is_set() and (folder / "catalog.db").is_file()
