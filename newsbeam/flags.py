@@ -35,3 +35,4 @@ NON_NEGATIVE = bounded(float, 0)
 FRACTION = bounded(float, 0, 1)
 TOKEN_BUDGET = bounded(int, 16)  # room for the prefix and special tokens, and some text
 COSINE_THRESHOLD = bounded(float, -1, 1)  # as the stories transform accepts
+EVIDENCE_WEIGHT = bounded(float, 1)  # 1 ignores a feed's own sections

@@ -11,7 +11,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.fetch.http import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from newsbeam.fetch.pages import DEFAULT_CONCURRENCY_PER_HOST, DEFAULT_RATE_PER_HOST
-from newsbeam.flags import COSINE_THRESHOLD, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, TOKEN_BUDGET
+from newsbeam.flags import (
+    COSINE_THRESHOLD,
+    EVIDENCE_WEIGHT,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    TOKEN_BUDGET,
+)
 from newsbeam.labelling import (
     DEFAULT_FEED_EVIDENCE_WEIGHT,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -28,17 +36,6 @@ from newsbeam.transforms.streaming import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_WINDOW_SECONDS,
 )
-
-
-def _evidence_weight(value: str) -> float:
-    try:
-        weight = float(value)
-    except ValueError:
-        weight = float("nan")
-    if not weight >= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 1 (1 ignores feed sections), got {value!r}")
-    return weight
-
 
 
 def _comma_list(value: str) -> list[str]:
@@ -132,7 +129,7 @@ class NewsOptions(PipelineOptions):
                                  "see docs/analytics.md).")
         labels.add_argument("--story_window", type=POSITIVE, default=DEFAULT_STORY_WINDOW_SECONDS,
                             help="Seconds a story stays open to new articles.")
-        labels.add_argument("--feed_evidence_weight", type=_evidence_weight, default=DEFAULT_FEED_EVIDENCE_WEIGHT,
+        labels.add_argument("--feed_evidence_weight", type=EVIDENCE_WEIGHT, default=DEFAULT_FEED_EVIDENCE_WEIGHT,
                             help="How much a feed's own section for an article (a <category> tag, a URL section "
                                  "such as /sport/) weighs on its topic; 1 ignores it.")
         labels.add_argument("--torch_threads", type=POSITIVE_INT, default=None, help="torch intra-op threads per process.")

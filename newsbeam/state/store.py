@@ -143,10 +143,9 @@ def load_feed_state(state: Optional[str]) -> dict[str, dict]:
 
 
 def _read_feed_state(state: str) -> tuple[dict[str, dict], bool]:
-    """The entries, and whether the file still uses clear URLs as keys (as before hashed keys).
-
-    Such a file is converted here, on every read, and rewritten without the
-    clear URLs by the next committed run (``commit_state``).
+    """The entries, and whether the file must be written again by the next committed run
+    (``commit_state``): it still uses clear URLs as keys (as before hashed keys; converted
+    here on every read), or it could not be read at all.
     """
     path = join_path(state, FEEDS_FILE)
     text = read_text(path, errors="replace")
@@ -207,8 +206,8 @@ def commit_state(state: str, output: str, run_id: str) -> None:
     crash_point("mid_state")
     pending = list_paths(join_path(state, PENDING_DIR, run_id, "*.json"))
     statuses = [status for path in pending for status in json.loads(read_text(path) or "[]")]
-    previous, has_clear_urls = _read_feed_state(state)
-    if statuses or has_clear_urls:
+    previous, needs_rewrite = _read_feed_state(state)
+    if statuses or needs_rewrite:
         merged = merge_feed_statuses(previous, statuses)
         write_text_atomically(join_path(state, FEEDS_FILE), json.dumps(merged, indent=1, ensure_ascii=False))
     if pending:

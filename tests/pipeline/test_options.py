@@ -171,6 +171,7 @@ def test_a_bad_value_is_reported_in_one_line(bad_value_runs, dest):
     ["--window_seconds", "nan"], ["--dedup_ttl", "0"], ["--allowed_lateness", "-1"], ["--max_tokens", "8"],
     ["--max_batch_tokens", "0"], ["--story_threshold", "2"], ["--story_window", "0"], ["--torch_threads", "0"],
     ["--min_language_confidence", "5"], ["--max_rows_per_file", "-3"], ["--max_rows_per_file", "2.5"],
+    ["--feed_evidence_weight", "0.5"],
 ])
 def test_a_number_out_of_range_exits_2_in_one_line_before_anything_runs(tmp_path, capsys, argv):
     """Such values ran before: a zero timeout or rate failed late, -3 rows per file crashed the sink."""
