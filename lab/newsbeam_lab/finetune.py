@@ -16,6 +16,7 @@ layers as plain modules called ``layer(hidden, attend)``.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ from newsbeam.labelling.adaptation import apply_weight_deltas
 from newsbeam.labelling.bert import BertModel, masked_mean
 from newsbeam.labelling.encoder import length_sorted_batches, padded_batch
 from newsbeam.labelling.heads import Head
+from newsbeam_lab.anchoring import Anchor, distillation_losses
 from newsbeam_lab.deltas import low_rank_deltas
 from newsbeam_lab.state_cache import cached_states
 
@@ -104,6 +106,7 @@ class TaskRows:
     token_ids: Sequence[Sequence[int]]
     label_ids: np.ndarray
     weights: np.ndarray
+    anchored: Optional[np.ndarray] = None  # rows distilled toward the anchor's outputs (newsbeam_lab.anchoring)
 
 
 def can_fine_tune(model) -> bool:
@@ -112,7 +115,7 @@ def can_fine_tune(model) -> bool:
 
 def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTuneSettings,
               pad_id: int = 1, max_batch_tokens: int = 8192, cache_dir: Optional[str | Path] = None,
-              model_key: str = "") -> tuple[dict[str, Head], dict[str, np.ndarray]]:
+              model_key: str = "", anchor: Optional[Anchor] = None) -> tuple[dict[str, Head], dict[str, np.ndarray]]:
     """Train ``model``'s layers above ``settings.from_layer`` and the heads.
 
     With ``settings.seeds`` > 1, that many fine-tunes start from the same
@@ -122,6 +125,9 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
 
     With ``cache_dir``, the frozen layers' output is kept there between runs
     (:mod:`newsbeam_lab.state_cache`, keyed by ``model_key`` and the token ids).
+
+    With ``anchor``, each task's ``anchored`` rows are also trained toward the
+    anchor heads' soft outputs (:mod:`newsbeam_lab.anchoring`).
 
     Returns the tuned heads and the encoder's weight deltas at
     ``settings.rank``; ``model`` is left with exactly those deltas applied,
@@ -141,6 +147,13 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
                                   rows.token_ids, cache_dir=cache_dir, key=model_key, layer=settings.from_layer)
               for task, rows in tasks.items()}
     LOGGER.info("fine-tune: frozen layers run once in %.0fs", time.perf_counter() - started)
+    targets = {}
+    if anchor is not None:
+        for task, rows in tasks.items():
+            anchored = rows.anchored if rows.anchored is not None else np.zeros(len(rows.label_ids), dtype=bool)
+            targets[task] = soft_targets(model, anchor, task, states[task], anchored, settings.from_layer)
+            LOGGER.info("fine-tune: %s anchored to %s on %d rows (%.0fs)", task, anchor.heads.version,
+                        int(anchored.sum()), time.perf_counter() - started)
 
     names = {name for name, _ in model.named_parameters()
              if any(name.startswith(f"encoder.layer.{index}.") for index in range(settings.from_layer, num_layers))}
@@ -150,7 +163,7 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
     for seed in range(settings.seed, settings.seed + settings.seeds):
         for name in names:  # every run starts from the embedded weights, in tensors of its own
             parameters[name].data = original[name].clone()
-        networks = _train_once(model, tasks, states, settings, seed, started)
+        networks = _train_once(model, tasks, states, settings, seed, started, anchor, targets)
         tuned_runs.append({name: parameters[name].detach().clone() for name in names})
         network_runs.append(networks)
     tuned = {name: torch.stack([run[name] for run in tuned_runs]).mean(dim=0) for name in names}
@@ -168,9 +181,11 @@ def fine_tune(model: BertModel, tasks: Mapping[str, TaskRows], settings: FineTun
 
 
 def _train_once(model: BertModel, tasks: Mapping[str, TaskRows], states: Mapping[str, list],
-                settings: FineTuneSettings, seed: int, started: float) -> torch.nn.ModuleDict:
+                settings: FineTuneSettings, seed: int, started: float, anchor: Optional[Anchor] = None,
+                targets: Optional[Mapping[str, np.ndarray]] = None) -> torch.nn.ModuleDict:
     """One fine-tune from ``model``'s current weights and the tasks' heads; trains
-    ``model`` in place and returns the trained head networks."""
+    ``model`` in place and returns the trained head networks. ``targets``: per
+    task, the anchor's soft outputs for its anchored rows."""
     num_layers = model.config.num_hidden_layers
     torch.manual_seed(seed)
     shuffler = random.Random(seed)
@@ -207,6 +222,10 @@ def _train_once(model: BertModel, tasks: Mapping[str, TaskRows], states: Mapping
                     logits = networks[task](features)
                 losses = torch.nn.functional.cross_entropy(
                     logits.float(), torch.as_tensor(rows.label_ids[batch], dtype=torch.long), reduction="none")
+                if anchor is not None and rows.anchored is not None and rows.anchored[batch].any():
+                    losses = losses + anchor.weight * distillation_losses(
+                        logits, torch.from_numpy(targets[task][batch]), torch.from_numpy(rows.anchored[batch]),
+                        anchor.temperature)
                 loss = (losses * torch.as_tensor(rows.weights[batch], dtype=torch.float32)).mean()
                 optimiser.zero_grad()
                 loss.backward()
@@ -222,6 +241,28 @@ def _train_once(model: BertModel, tasks: Mapping[str, TaskRows], states: Mapping
         for parameter in model.parameters():
             parameter.requires_grad_(False)
     return networks
+
+
+def soft_targets(model: torch.nn.Module, anchor: Anchor, task: str, states: Sequence[torch.Tensor],
+                 anchored: np.ndarray, from_layer: int, batch_size: int = 64) -> np.ndarray:
+    """The anchor's probabilities at ``anchor.temperature`` for the anchored rows
+    (rows, labels); zeros for the others. ``model`` is left untouched."""
+    head = anchor.heads.heads[task]
+    targets = np.zeros((len(states), len(head.labels)), dtype=np.float32)
+    rows = np.flatnonzero(anchored)
+    if not len(rows):
+        return targets
+    teacher = copy.deepcopy(model)
+    apply_weight_deltas(teacher, anchor.heads.encoder_deltas or {})
+    network = HeadNetwork(head).eval()
+    teacher.eval()
+    order = sorted(rows, key=lambda index: states[index].shape[0])  # similar lengths pad little
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            logits = network(upper_features(teacher, [states[index] for index in batch], from_layer, head.layers))
+            targets[batch] = torch.softmax(logits.float() / anchor.temperature, dim=-1).numpy()
+    return targets
 
 
 def warmup_then_linear_decay(total_steps: int, warmup_fraction: float):

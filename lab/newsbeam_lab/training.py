@@ -31,7 +31,8 @@ import torch
 from newsbeam.labelling import DEFAULT_MAX_BATCH_TOKENS, PASSAGE_PREFIX
 from newsbeam.labelling.heads import DEFAULT_HEADS_DIR, TASKS, Head, HeadSet
 from newsbeam.labelling.taxonomy import Taxonomy, load_taxonomy
-from newsbeam_lab import DATA_ROOT_ENV, default_data_root
+from newsbeam_lab import DATA_ROOT_ENV, anchoring, default_data_root
+from newsbeam_lab.anchoring import Anchor
 from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
 from newsbeam_lab.finetune import PRECISIONS, FineTuneSettings, TaskRows, can_fine_tune, fine_tune
 from newsbeam_lab.head_fitting import (
@@ -74,7 +75,7 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
                 fine_tuning: Optional[FineTuneSettings] = FineTuneSettings(),
                 temperature_data: Optional[dict[str, Sequence[str]]] = None,
                 article_windows: int = DEFAULT_ARTICLE_WINDOWS, window_tokens: int = DEFAULT_WINDOW_TOKENS,
-                data_root: Optional[str] = None) -> HeadSet:
+                data_root: Optional[str] = None, anchor: Optional[Anchor] = None) -> HeadSet:
     """Fit one head per task in ``data`` (task -> data source specs) on ``encoder``,
     then fine-tune the encoder with them (``fine_tuning`` None or 0 epochs: not),
     then fit each head's softmax temperature on ``temperature_data`` (task -> held-out
@@ -82,9 +83,14 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
     with a body add up to ``article_windows`` rows of ``window_tokens`` each
     (:class:`ArticleWindows`); held-out rows never do. Labels of shared rows
     (:mod:`newsbeam_lab.shared_labels`) are read from ``data_root``, their dev share left out.
+    With ``anchor``, the fine-tune keeps the rows of its sources close to the
+    anchor heads' outputs (:mod:`newsbeam_lab.anchoring`).
 
     Fine-tuning changes ``encoder.model`` in place to the weights the heads expect.
     """
+    if anchor is not None and fine_tuning is not None and fine_tuning.epochs > 0:  # before hours of work
+        anchor.check(encoder.model_id, {task: taxonomy.ids_for(task) for task, specs in data.items() if specs},
+                     fine_tuning.from_layer)
     heads = {}
     training_rows: dict[str, tuple[LabelledTexts, np.ndarray, np.ndarray]] = {}
     calibration: list[str] = []
@@ -129,11 +135,16 @@ def train_heads(encoder, taxonomy: Taxonomy, data: dict[str, Sequence[str]], *,
     deltas = None
     if fine_tuning is not None and fine_tuning.epochs > 0:
         if can_fine_tune(encoder.model):
-            tasks = {task: TaskRows(heads[task], passage_token_ids(encoder, rows.texts, max_tokens), label_ids, weights)
+            tasks = {task: TaskRows(heads[task], passage_token_ids(encoder, rows.texts, max_tokens), label_ids, weights,
+                                    anchor.anchored(rows.sources) if anchor is not None else None)
                      for task, (rows, label_ids, weights) in training_rows.items()}
             heads, deltas = fine_tune(encoder.model, tasks, fine_tuning, pad_id=encoder.pad_id,
                                       max_batch_tokens=encoder.max_batch_tokens, cache_dir=cache_dir,
-                                      model_key=encoder.model_id)  # the token ids carry max_tokens
+                                      model_key=encoder.model_id, anchor=anchor)  # the token ids carry max_tokens
+            if anchor is not None:
+                heads = {task: Head(**{**head.__dict__, "metadata": {
+                    **head.metadata, "anchor": anchor.describe(int(tasks[task].anchored.sum()))}})
+                         for task, head in heads.items()}
         else:
             LOGGER.warning("fine-tuning covers the embedded encoder only; %s stays frozen", encoder.model_id)
     for task, specs in (temperature_data or {}).items():
@@ -294,6 +305,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine_tune_precision", choices=PRECISIONS, default=defaults.precision,
                         help="bfloat16: the fine-tune's matrix products in bfloat16 (weights stay float32); "
                              "several times faster on CPUs with AVX512-BF16 or AMX, measured in docs/research.")
+    anchoring.add_arguments(parser)
     parser.add_argument("--version", default=DEFAULT_VERSION, help="Head version recorded in the model column.")
     parser.add_argument("--feature_cache", default=None,
                         help="Folder caching encoder features between runs (default: <model cache>/features).")
@@ -345,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, version=args.version, source_power=args.source_power,
         source_weights=args.source_weight, cache_dir=cache_dir,
         fine_tuning=fine_tuning, temperature_data=temperature_data, article_windows=args.article_windows,
-        window_tokens=args.window_tokens, data_root=args.data_root)
+        window_tokens=args.window_tokens, data_root=args.data_root, anchor=anchoring.anchor_from(args))
     folder = save_heads(head_set, args.output)
     sizes = {name: (folder / name).stat().st_size for name in ("heads.json", "heads.safetensors")}
     print(json.dumps({"output": str(folder), "version": head_set.version, "encoder": head_set.encoder_id,

@@ -61,3 +61,15 @@ def test_eval_of_rows_without_a_usable_label_is_one_line_saying_what_a_row_needs
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("newsbeam eval:")]
     assert len(lines) == 1 and "no usable rows" in lines[0] and "2 skipped" in lines[0] and "topic label" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_train_heads_with_an_anchor_folder_that_is_not_there_is_one_line_before_any_training(tmp_path):
+    missing = tmp_path / "no-heads"
+    result = subprocess.run([sys.executable, "-m", "newsbeam.pipeline.cli", "train-heads", "--anchor_heads",
+                             str(missing), "--tasks", "topic", "--topic_data", str(tmp_path / "none.jsonl"),
+                             "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("newsbeam train-heads: ") and str(missing) in lines[0]
+    assert not (tmp_path / "out").exists()
