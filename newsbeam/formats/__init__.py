@@ -141,18 +141,21 @@ def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     return data
 
 
-def entries_from_file(path: str, data: bytes, *, fetched_at: str) -> Iterator[RawEntry]:
+def entries_from_file(path: str, data: bytes, *, fetched_at: str,
+                      encoding: str = text.DEFAULT_ENCODING) -> Iterator[RawEntry]:
+    """The articles in one file. ``encoding`` is that of JSON and plain-text files
+    (``--input_encoding``); feeds and pages declare or are detected in their own."""
     lowered = path.lower()
     if lowered.endswith(FEED_EXTENSIONS):
         from newsbeam.formats.feeds import parse_feed
 
         yield from parse_feed(data, source=path, fetched_at=fetched_at).entries
     elif lowered.endswith(".jsonl"):
-        yield from jsonl.entries_from_jsonl(data, path=path, fetched_at=fetched_at)
+        yield from jsonl.entries_from_jsonl(data, path=path, fetched_at=fetched_at, encoding=encoding)
     elif lowered.endswith(".json"):
-        yield from jsonl.entries_from_json(data, path=path, fetched_at=fetched_at)
+        yield from jsonl.entries_from_json(data, path=path, fetched_at=fetched_at, encoding=encoding)
     elif lowered.endswith(text.EXTENSIONS):
-        yield text.entries_from_text(data, path=path, fetched_at=fetched_at)
+        yield text.entries_from_text(data, path=path, fetched_at=fetched_at, encoding=encoding)
     elif lowered.endswith(html.EXTENSIONS):
         yield html.entry_from_html(data, path=path, fetched_at=fetched_at)
     else:

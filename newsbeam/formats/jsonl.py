@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator, Optional
 
-from newsbeam.formats.text import decode_utf8
+from newsbeam.formats.text import DEFAULT_ENCODING, decode_text
 from newsbeam.records import RawEntry
 
 EXTENSIONS = (".jsonl", ".json")
@@ -67,9 +67,10 @@ def entry_from_json(record: Any, *, path: str, fetched_at: str) -> RawEntry:
     )
 
 
-def entries_from_jsonl(data: bytes, *, path: str, fetched_at: str) -> Iterator[RawEntry]:
+def entries_from_jsonl(data: bytes, *, path: str, fetched_at: str,
+                       encoding: str = DEFAULT_ENCODING) -> Iterator[RawEntry]:
     # "\n" only: str.splitlines() also breaks at U+2028/U+0085, which JSON allows inside strings.
-    for number, line in enumerate(decode_utf8(data).split("\n"), start=1):
+    for number, line in enumerate(decode_text(data, encoding).split("\n"), start=1):
         if line.strip():
             try:
                 yield entry_from_json(json.loads(line), path=path, fetched_at=fetched_at)
@@ -77,8 +78,9 @@ def entries_from_jsonl(data: bytes, *, path: str, fetched_at: str) -> Iterator[R
                 raise ValueError(f"line {number}: {error}") from error
 
 
-def entries_from_json(data: bytes, *, path: str, fetched_at: str) -> Iterator[RawEntry]:
-    document = json.loads(decode_utf8(data))
+def entries_from_json(data: bytes, *, path: str, fetched_at: str,
+                      encoding: str = DEFAULT_ENCODING) -> Iterator[RawEntry]:
+    document = json.loads(decode_text(data, encoding))
     if not isinstance(document, list):
         yield entry_from_json(document, path=path, fetched_at=fetched_at)
         return

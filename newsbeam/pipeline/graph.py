@@ -59,7 +59,8 @@ def read_sources(pipeline: beam.Pipeline, news: NewsOptions, run_id: str, stream
         if streaming:
             raise ValueError("--streaming needs --feeds or --inputs (a folder to watch)")
         inputs = default_inputs()
-    read_files = ReadFiles(inputs, watch=_poll_settings(news) if streaming else None) if inputs else None
+    read_files = (ReadFiles(inputs, watch=_poll_settings(news) if streaming else None, encoding=news.input_encoding)
+                  if inputs else None)
     if news.full_text or (read_files and _reads_html(read_files)):
         check_extraction_dependencies()  # else every page fails alike and the run still commits
     if news.feeds:

@@ -20,6 +20,7 @@ from newsbeam.flags import (
     POSITIVE_INT,
     TOKEN_BUDGET,
 )
+from newsbeam.formats.text import DEFAULT_ENCODING, text_encoding
 from newsbeam.labelling import (
     DEFAULT_FEED_EVIDENCE_WEIGHT,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -52,6 +53,13 @@ class _CommaListAction(argparse.Action):
         setattr(namespace, self.dest, base + list(values))
 
 
+def _text_encoding(value: str) -> str:
+    try:
+        return text_encoding(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 class NewsOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -61,6 +69,10 @@ class NewsOptions(PipelineOptions):
                         help="Feed URLs, or files listing them (text, OPML, YAML, TOML).")
         io.add_argument("--inputs", nargs="+", action="extend", default=None,
                         help="Files, folders or globs: .xml/.rss/.atom, .jsonl/.json, .txt, .html.")
+        io.add_argument("--input_encoding", type=_text_encoding, default=DEFAULT_ENCODING,
+                        help="Encoding of the .jsonl/.json/.txt inputs, e.g. windows-1256 for legacy Arabic "
+                             "exports (default utf-8; a UTF-8 byte-order mark always wins; feeds and pages "
+                             "name their own).")
         io.add_argument("--run_id", default=None, help="Run id (default: UTC time + random suffix).")
         io.add_argument("--partition_keys", type=_comma_list, action=_CommaListAction,
                         default=list(DEFAULT_PARTITION_KEYS),

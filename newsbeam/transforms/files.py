@@ -8,6 +8,7 @@ from typing import Optional
 import apache_beam as beam
 
 from newsbeam.formats import DEFAULT_MAX_FILE_BYTES, entries_from_file, expand_inputs, read_bytes
+from newsbeam.formats.text import DEFAULT_ENCODING, text_encoding
 from newsbeam.metrics import counter
 from newsbeam.normalise import utc_now_iso
 from newsbeam.records import DeadLetter
@@ -17,8 +18,9 @@ STAGE = "read_file"
 
 
 class _ReadFileFn(beam.DoFn):
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, encoding: str):
         self.max_bytes = max_bytes
+        self.encoding = encoding
         self.files_read = counter("files_read")
         self.files_failed = counter("files_failed")
         self.entries_read = counter("entries_read")
@@ -28,7 +30,8 @@ class _ReadFileFn(beam.DoFn):
         try:
             # A JSONL file with one bad line fails whole: partial reads would
             # make reruns ambiguous. The reason names the line.
-            entries = list(entries_from_file(path, read_bytes(path, self.max_bytes), fetched_at=fetched_at))
+            entries = list(entries_from_file(path, read_bytes(path, self.max_bytes), fetched_at=fetched_at,
+                                             encoding=self.encoding))
         except Exception as error:  # every unreadable file becomes a dead-letter row
             self.files_failed.inc()
             yield beam.pvalue.TaggedOutput(
@@ -44,10 +47,11 @@ class ReadFiles(beam.PTransform):
     """Paths/globs/directories -> RawEntry, with unreadable files dead-lettered."""
 
     def __init__(self, patterns: list[str], max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 watch: Optional[tuple[float, Optional[float]]] = None):
+                 watch: Optional[tuple[float, Optional[float]]] = None, encoding: str = DEFAULT_ENCODING):
         super().__init__()
         self.patterns = list(patterns)
         self.max_bytes = max_bytes
+        self.encoding = text_encoding(encoding)  # of JSON and text files; a bad name fails the graph build
         self.watch = watch  # (poll interval, max duration): watch for new files
         # A batch run's files, listed once when the graph is built (a pattern that
         # matches nothing fails here); the graph also asks them whether any is a page.
@@ -63,5 +67,6 @@ class ReadFiles(beam.PTransform):
         return (
             paths
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFile" >> beam.ParDo(_ReadFileFn(self.max_bytes)).with_outputs(DEAD_LETTER, main="entries")
+            | "ReadFile" >> beam.ParDo(_ReadFileFn(self.max_bytes, self.encoding)).with_outputs(DEAD_LETTER,
+                                                                                             main="entries")
         )

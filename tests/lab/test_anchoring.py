@@ -167,7 +167,8 @@ def test_train_heads_anchors_the_rows_of_the_named_sources_and_records_it(tmp_pa
     closed = write_jsonl(tmp_path / "closed_set.jsonl",
                          [{"text": t, "label": "sport"} for t in toy_sentences(SPORT_WORDS, 10, 80)]
                          + [{"text": t, "label": "weather"} for t in toy_sentences(WEATHER_WORDS, 10, 81)])
-    news = write_jsonl(tmp_path / "news.jsonl", [{"text": t, "label": "weather"} for t in toy_sentences(SPORT_WORDS, 6, 82)])
+    news = write_jsonl(tmp_path / "news.jsonl",
+                       [{"text": t, "label": "weather"} for t in toy_sentences(SPORT_WORDS, 6, 82)])
     settings = FineTuneSettings(from_layer=1, epochs=1, rank=4, batch_size=8)
     head_set = training.train_heads(own_bert_encoder(tiny_path), load_taxonomy(), {"topic": [closed, news]},
                                     layers={"topic": LAYERS}, max_tokens=32, fine_tuning=settings,

@@ -156,11 +156,12 @@ def test_flex_template_parameters_are_real_options():
     examples = {"output": "gs://b/out", "partition_keys": "dt,lang", "max_rows_per_file": "10", "fetch_timeout": "2",
                 "max_feed_bytes": "10", "poll_interval": "5", "window_seconds": "60", "allowed_lateness": "0",
                 "dedup_ttl": "60", "max_duration": "30", "min_language_confidence": "0.4", "max_tokens": "64",
-                "max_batch_tokens": "512", "torch_threads": "1"}
+                "max_batch_tokens": "512", "torch_threads": "1", "input_encoding": "windows-1256"}
     switches = {"streaming": "true", "full_refresh": "false", "skip_labels": "true"}
     argv = [f"--{name}={switches.get(name) or examples.get(name, 'gs://b/x')}" for name in names]
     news = PipelineOptions(list(as_flags(argv))).view_as(NewsOptions)
     assert news.output == "gs://b/out" and news.partition_keys == ["dt", "lang"] and news.max_tokens == 64
+    assert news.input_encoding == "cp1256"  # the codec's own name, checked when the launcher parses it
     if "skip_labels" in names:
         assert news.skip_labels is True and news.full_refresh is False
 

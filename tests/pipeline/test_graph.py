@@ -201,3 +201,15 @@ def test_stories_group_one_event_across_languages_and_runs_through_the_state(tmp
 def _latest_manifest(output):
     manifests = sorted((output / "_runs").glob("*.json"))
     return json.loads(manifests[-1].read_text(encoding="utf-8"))
+
+
+def test_input_encoding_flag_lands_legacy_arabic_text_as_the_same_letters(tmp_path):
+    headline = "افتتاح مكتبة في المدينة"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "legacy.txt").write_bytes(f"{headline}\nافتتحت المكتبة أبوابها اليوم.\n".encode("cp1256"))
+    output = tmp_path / "out"
+    code = run_cli("--output", str(output), "--inputs", str(inputs), "--input_encoding", "windows-1256", *FAST)
+    assert code == 0
+    [row] = read_rows(output, "title, lang")
+    assert row == {"title": headline, "lang": "ar"}

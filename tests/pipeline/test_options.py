@@ -182,6 +182,16 @@ def test_a_number_out_of_range_exits_2_in_one_line_before_anything_runs(tmp_path
     assert not output.exists()
 
 
+@pytest.mark.parametrize("value, said", [("klingon", "unknown text encoding 'klingon'"),
+                                         ("rot13", "'rot13' is not a text encoding")])
+def test_an_input_encoding_that_is_no_text_encoding_exits_2_in_one_line(tmp_path, capsys, value, said):
+    output = tmp_path / "out"
+    assert main(["run", "--output", str(output), "--skip_labels", "--input_encoding", value]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"argument --input_encoding: {said}" in lines[0], lines
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("argv, value", [(["--allowed_lateness", "0"], 0.0), (["--story_threshold", "1"], 1.0), (["--story_threshold", "-1"], -1.0),
                                          (["--max_rows_per_file=7"], 7), (["--min_language_confidence", "0"], 0.0)])
 def test_a_number_at_its_bound_is_accepted(argv, value):
@@ -249,7 +259,7 @@ def test_every_flag_of_every_beam_options_class_still_passes():
     assert len(flags) > 150 and {"--runner", "--experiments", "--sdk_container_image", "--dry_run"} <= {f for f, _ in flags}
     refused = {}
     for flag, action in flags:
-        values = [[]] if action.nargs == 0 else [[str(action.choices[0])]] if action.choices else [["1"], ["{}"], ["64"]]
+        values = [[]] if action.nargs == 0 else [[str(action.choices[0])]] if action.choices else [["1"], ["{}"], ["64"], ["utf-8"]]
         problems = [flag_problem(["--output", "out", flag, *value]) for value in values]
         if all(problems):
             refused[flag] = problems

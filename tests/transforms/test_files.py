@@ -256,3 +256,46 @@ def test_a_file_over_max_bytes_is_a_dead_letter_naming_the_cap(tmp_path):
     [letter] = letters
     assert letter.source == str(big) and letter.stage == "read_file"
     assert "2000" in letter.reason and "larger" in letter.reason
+
+
+ARABIC_HEADLINE = "افتتاح مكتبة عامة في المدينة"
+
+
+def test_input_encoding_reads_legacy_json_and_text_files_and_a_utf8_bom_still_wins(tmp_path):
+    """Arabic exports in windows-1256: each field comes back as the same letters;
+    a file in the folder saved again as UTF-8 with a byte-order mark is read as UTF-8."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "legacy.txt").write_bytes(f"{ARABIC_HEADLINE}\nالنص\n".encode("cp1256"))
+    (folder / "legacy.jsonl").write_bytes(
+        (json.dumps({"title": ARABIC_HEADLINE + " 2", "body": "نص"}, ensure_ascii=False) + "\n")
+        .encode("cp1256"))
+    (folder / "resaved.txt").write_bytes(b"\xef\xbb\xbf" + "R\u00e9\u00e9crit en UTF-8\nCorps\n".encode("utf-8"))
+
+    entries, letters, _ = run_read_files([str(folder)], tmp_path / "run", encoding="windows-1256")
+
+    assert letters == []
+    assert sorted(e.title for e in entries) == sorted([ARABIC_HEADLINE, ARABIC_HEADLINE + " 2", "Réécrit en UTF-8"])
+    assert {e.body.strip() for e in entries} == {"النص", "نص", "Corps"}
+
+
+def test_a_file_not_in_the_named_encoding_fails_naming_it_and_where(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "odd.txt").write_bytes(b"Titre\nOctet \x81 inconnu\n")  # 0x81 is not a cp1252 character
+    (folder / "fine.txt").write_bytes("Caf\u00e9 ouvert\nCorps\n".encode("cp1252"))
+
+    entries, letters, _ = run_read_files([str(folder)], tmp_path / "run", encoding="cp1252")
+
+    assert [e.title for e in entries] == ["Caf\u00e9 ouvert"]
+    [letter] = letters
+    assert letter.source == str(folder / "odd.txt")
+    assert "not cp1252 text (line 2: byte 0x81 at offset 12): is --input_encoding right for it?" in letter.reason
+
+
+@pytest.mark.parametrize("name, message", [("klingon", "unknown text encoding 'klingon'"),
+                                           ("base64", "'base64' is not a text encoding")])
+def test_an_encoding_that_is_not_a_text_encoding_is_refused_before_any_read(tmp_path, name, message):
+    (tmp_path / "a.txt").write_text("t\nb\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        ReadFiles([str(tmp_path)], encoding=name)
