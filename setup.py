@@ -24,6 +24,8 @@ setup(
         "pyarrow>=14,<26",
         "feedparser>=6.0.11,<7",
         "requests>=2.31",
+        # compressed --inputs (.zst): Beam opens them with it; named here, not left to Beam's own list
+        "zstandard>=0.18",
         "trafilatura>=1.12",
         "lxml>=5",
         # trafilatura -> jusText -> lxml.html.clean, which since lxml 5.2 is this separate

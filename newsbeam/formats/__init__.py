@@ -17,8 +17,24 @@ from newsbeam.layout import filesystems
 from newsbeam.records import RawEntry
 
 SUPPORTED_EXTENSIONS = FEED_EXTENSIONS + jsonl.EXTENSIONS + text.EXTENSIONS + html.EXTENSIONS
+# A supported file may also come compressed (articles.jsonl.gz, feed.xml.zst): Beam's
+# FileSystems.open decompresses by these suffixes (CompressionTypes.AUTO), on disk and GCS alike.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".xz", ".lzma", ".deflate")
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 GLOB_CHARS = "*?["
+
+
+def format_name(path: str) -> str:
+    """``path`` lowercased without its compression suffix: the part that says its format."""
+    lowered = path.lower()
+    for suffix in COMPRESSION_SUFFIXES:
+        if lowered.endswith(suffix):
+            return lowered[:-len(suffix)]
+    return lowered
+
+
+def is_supported(path: str) -> bool:
+    return format_name(path).endswith(SUPPORTED_EXTENSIONS)
 
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
@@ -48,14 +64,15 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
             found.update(paths)
             continue
         base = named_folder(pattern)
-        found.update(p for p in paths if p.lower().endswith(SUPPORTED_EXTENSIONS) and not is_hidden_below(p, base))
+        found.update(p for p in paths if is_supported(p) and not is_hidden_below(p, base))
     return sorted(found)
 
 
 def check_supported(path: str) -> None:
     """A file the user named must be one a format reads: dropping it quietly hides a mistake."""
-    if not path.lower().endswith(SUPPORTED_EXTENSIONS):
-        raise ValueError(f"--inputs {path!r}: unsupported file type (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+    if not is_supported(path):
+        raise ValueError(f"--inputs {path!r}: unsupported file type (supported: {', '.join(SUPPORTED_EXTENSIONS)}, "
+                         f"each also compressed: {', '.join(COMPRESSION_SUFFIXES)})")
 
 
 def watch_glob(pattern: str) -> tuple[str, bool]:
@@ -134,10 +151,13 @@ def is_hidden_below(path: str, folder: str) -> bool:
 
 
 def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-    with filesystems().open(path) as handle:
+    """The file's bytes, decompressed when its name ends in a compression suffix; at most
+    ``max_bytes`` of them (after decompression, so a small bomb cannot fill the worker)."""
+    with filesystems().open(path) as handle:  # compression_type AUTO: by the suffix
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ValueError(f"file larger than {max_bytes} bytes")
+        compressed = format_name(path) != path.lower()
+        raise ValueError(f"file larger than {max_bytes} bytes{' once decompressed' if compressed else ''}")
     return data
 
 
@@ -145,7 +165,7 @@ def entries_from_file(path: str, data: bytes, *, fetched_at: str,
                       encoding: str = text.DEFAULT_ENCODING) -> Iterator[RawEntry]:
     """The articles in one file. ``encoding`` is that of JSON and plain-text files
     (``--input_encoding``); feeds and pages declare or are detected in their own."""
-    lowered = path.lower()
+    lowered = format_name(path)
     if lowered.endswith(FEED_EXTENSIONS):
         from newsbeam.formats.feeds import parse_feed
 

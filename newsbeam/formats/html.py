@@ -37,7 +37,9 @@ EXTRACTION_OPTIONS = dict(
 
 
 def is_html_path(path: str) -> bool:
-    return path.lower().endswith(EXTENSIONS)
+    from newsbeam.formats import format_name
+
+    return format_name(path).endswith(EXTENSIONS)
 
 
 def check_extraction_dependencies() -> None:

@@ -12,7 +12,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from newsbeam.formats import SUPPORTED_EXTENSIONS
+from newsbeam.formats import is_supported
 from newsbeam.formats.html import check_extraction_dependencies, is_html_path
 from newsbeam.iceberg import TableSpec, check_table_name
 from newsbeam.layout import check_run_id, is_local, new_run_id, validate_partition_keys
@@ -87,7 +87,7 @@ def _reads_html(read_files: ReadFiles) -> bool:
     if any(is_html_path(pattern) for pattern in read_files.patterns):
         return True
     if read_files.files is None:
-        return any(not pattern.lower().endswith(SUPPORTED_EXTENSIONS) for pattern in read_files.patterns)
+        return any(not is_supported(pattern) for pattern in read_files.patterns)
     return any(is_html_path(path) for path in read_files.files)
 
 

@@ -68,7 +68,7 @@ class NewsOptions(PipelineOptions):
         io.add_argument("--feeds", nargs="+", action="extend", default=None,
                         help="Feed URLs, or files listing them (text, OPML, YAML, TOML).")
         io.add_argument("--inputs", nargs="+", action="extend", default=None,
-                        help="Files, folders or globs: .xml/.rss/.atom, .jsonl/.json, .txt, .html.")
+                        help="Files, folders or globs: .xml/.rss/.atom, .jsonl/.json, .txt, .html, each also .gz/.bz2/.zst/.xz.")
         io.add_argument("--input_encoding", type=_text_encoding, default=DEFAULT_ENCODING,
                         help="Encoding of the .jsonl/.json/.txt inputs, e.g. windows-1256 for legacy Arabic "
                              "exports (default utf-8; a UTF-8 byte-order mark always wins; feeds and pages "

@@ -74,7 +74,7 @@ class WatchFiles(beam.PTransform):
     def expand(self, pbegin):
         from apache_beam.io import fileio
 
-        from newsbeam.formats import SUPPORTED_EXTENSIONS, is_watched, named_folder, watch_glob
+        from newsbeam.formats import is_supported, is_watched, named_folder, watch_glob
 
         stop = Timestamp.of(time.time() + self.max_duration) if self.max_duration else None
         matched = []
@@ -99,7 +99,7 @@ class WatchFiles(beam.PTransform):
         paths = matched[0] if len(matched) == 1 else tuple(matched) | "MergeWatched" >> beam.Flatten()
         return (
             paths
-            | "SupportedFilesOnly" >> beam.Filter(lambda path: path.lower().endswith(SUPPORTED_EXTENSIONS))
+            | "SupportedFilesOnly" >> beam.Filter(is_supported)
             | "KeyByPath" >> beam.Map(lambda path: (path, path)).with_output_types(tuple[str, str])
             # The FnApiRunner keeps no state across a splittable DoFn's
             # resumptions inside one fused stage: a shuffle separates them.

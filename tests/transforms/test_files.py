@@ -299,3 +299,49 @@ def test_an_encoding_that_is_not_a_text_encoding_is_refused_before_any_read(tmp_
     (tmp_path / "a.txt").write_text("t\nb\n", encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         ReadFiles([str(tmp_path)], encoding=name)
+
+
+def test_compressed_inputs_are_read_by_the_format_under_their_compression_suffix(tmp_path):
+    """Dumps often come compressed (articles.jsonl.gz): each supported format is read
+    whatever the compression; a compressed file of an unsupported type is still skipped."""
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "articles.jsonl.gz").write_bytes(gzip.compress(jsonl([{"title": "Gzip line", "body": "b"}]).encode()))
+    (folder / "feed.xml.bz2").write_bytes(bz2.compress(rss([("Bzip2 item", "https://e.example/1", "body")])))
+    (folder / "seed.TXT.zst").write_bytes(zstandard.ZstdCompressor().compress(b"Zstd headline\nbody\n"))
+    (folder / "list.json.xz").write_bytes(lzma.compress(b'[{"title": "Xz item", "body": "b"}]'))
+    (folder / "table.csv.gz").write_bytes(gzip.compress(b"a,b\n1,2\n"))
+
+    assert [Path(p).name for p in expand_inputs([str(folder)])] == [
+        "articles.jsonl.gz", "feed.xml.bz2", "list.json.xz", "seed.TXT.zst"]
+    entries, letters, _ = run_read_files([str(folder)], tmp_path / "run")
+    assert letters == []
+    assert sorted(e.title for e in entries) == ["Bzip2 item", "Gzip line", "Xz item", "Zstd headline"]
+    assert expand_inputs([str(folder / "articles.jsonl.gz")]) == [str(folder / "articles.jsonl.gz")]
+    with pytest.raises(ValueError, match=r"unsupported file type .*each also compressed: \.gz"):
+        expand_inputs([str(folder / "table.csv.gz")])
+
+
+def test_a_corrupt_or_too_large_compressed_file_is_a_dead_letter_and_the_others_land(tmp_path):
+    import gzip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    bomb = gzip.compress(b"Headline\n" + b"0" * 3_000_000)  # 3 MB of text in a few kB
+    assert len(bomb) < 20_000
+    (folder / "bomb.txt.gz").write_bytes(bomb)
+    (folder / "good.txt.gz").write_bytes(gzip.compress(b"Fine headline\nbody\n"))
+
+    entries, letters, _ = run_read_files([str(folder)], tmp_path / "run", max_bytes=1_000_000)
+
+    assert [e.title for e in entries] == ["Fine headline"]
+    reasons = {Path(letter.source).name: letter.reason for letter in letters}
+    assert set(reasons) == {"broken.jsonl.gz", "bomb.txt.gz"}
+    assert "larger than 1000000 bytes once decompressed" in reasons["bomb.txt.gz"]
