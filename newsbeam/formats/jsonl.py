@@ -45,7 +45,8 @@ def text_of(record: dict[str, Any], *names: str) -> Optional[str]:
 
 
 def _json_type(value: Any) -> str:
-    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}.get(type(value), "value")
+    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object", str: "string",
+            type(None): "null"}.get(type(value), "value")
 
 
 def entry_from_json(record: Any, *, path: str, fetched_at: str) -> RawEntry:

@@ -214,6 +214,8 @@ def test_a_jsonl_file_with_a_bad_line_fails_whole_and_names_the_line(tmp_path):
      "line 2: field 'text' is a JSON array, expected a string"),
     ("number-url.jsonl", '{"title": "t", "url": 7}\n', "line 1: field 'url' is a JSON number"),
     ("array.json", '[{"title": "t", "body": "b"}, 1]', "item 2: expected a JSON object, got a JSON number"),
+    ("null.json", 'null', "expected a JSON object, got a JSON null"),
+    ("string.jsonl", '"a headline alone"\n', "line 1: expected a JSON object, got a JSON string"),
 ])
 def test_a_json_field_of_the_wrong_type_fails_its_file_naming_line_and_field(tmp_path, name, content, named):
     """Such a row crashed the whole pipeline in normalise (TypeError), taking every other file with it."""
