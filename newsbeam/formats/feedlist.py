@@ -73,6 +73,13 @@ def _is_feed_url(value: str) -> bool:
 
 
 def _read_text(path: str) -> str:
+    scheme = urlsplit(path).scheme.lower() if "://" in path else ""
+    if scheme and scheme not in FEED_URL_SCHEMES:
+        try:
+            FileSystems.get_filesystem(path)
+        except ValueError:  # Beam's message asks to install apache-beam[gcp]: for file:// or ftp:// that misleads
+            raise ValueError(f"--feeds {_shown(path)!r}: {scheme}:// is neither a feed URL (http://, https://) "
+                             "nor a place a feed list is read from (a local path, gs://)") from None
     try:
         with FileSystems.open(path) as handle:
             data = handle.read()

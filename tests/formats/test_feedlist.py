@@ -189,7 +189,7 @@ def test_a_system_file_given_as_feed_list_is_refused_without_echoing_it(tmp_path
 
 
 def test_credentials_in_a_typed_feed_list_url_are_redacted(tmp_path):
-    with pytest.raises(ValueError, match=r"feed list 'ftp://host.example/feeds.txt' cannot be read") as caught:
+    with pytest.raises(ValueError, match=r"--feeds 'ftp://host.example/feeds.txt': ftp:// is neither") as caught:
         load_feed_list("ftp://user:SECRET@host.example/feeds.txt")
 
     assert "SECRET" not in str(caught.value)
@@ -208,3 +208,14 @@ def test_non_utf8_file_fails_naming_it_and_the_line(tmp_path):
 
     with pytest.raises(ValueError, match=r"latin\.txt' is not UTF-8 text \(first bad byte on line 2\)$"):
         load_feed_list(str(path))
+
+
+@pytest.mark.parametrize("value", ["file:///etc/passwd", "ftp://example.com/feed.xml"])
+def test_a_feeds_value_of_another_scheme_says_what_feeds_takes(tmp_path, capsys, value):
+    """Beam's own message for these asked to install apache-beam[gcp]."""
+    with pytest.raises(ValueError, match=r"is neither a feed URL \(http://, https://\) nor a place a feed list"):
+        load_feed_list(value)
+    assert main(["run", "--output", str(tmp_path / "out"), "--feeds", value, "--skip_labels"]) == EXIT_CONFIG
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and value.split(":")[0] + "://" in lines[0] and "gcp" not in lines[0], lines
+    assert not (tmp_path / "out").exists()
