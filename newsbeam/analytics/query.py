@@ -28,7 +28,9 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sql", help="DuckDB SQL; the dataset is the view 'articles', dead letters are 'errors'")
+    # nargs "+": an unquoted query (newsbeam query SELECT 1) is its words joined, not "unrecognized arguments: 1"
+    parser.add_argument("sql", nargs="+", help="DuckDB SQL; the dataset is the view 'articles', dead letters are "
+                                               "'errors' (quote it: the shell expands * and drops quotes)")
     parser.add_argument("--data", type=str, default=DEFAULT_DATA_DIR,
                         help="dataset folder (default: %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default="table",
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"newsbeam query: {first_line(error)}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        relation = connection.sql(args.sql)
+        relation = connection.sql(" ".join(args.sql) if isinstance(args.sql, list) else args.sql)
         if relation is None:  # a statement without a result, e.g. SET
             return EXIT_OK
         if args.format == "parquet":

@@ -130,3 +130,13 @@ def test_bad_sql_and_missing_folder_are_reported_not_raised(dataset, capsys, tmp
     assert status == 2 and "nope" in err
     status, _, err = _run(capsys, "SELECT 1", "--data", str(tmp_path / "missing"))
     assert status == 2 and "no dataset folder" in err
+
+
+def test_an_unquoted_query_is_its_words_joined(dataset, capsys):
+    """`newsbeam query SELECT count(*) AS n FROM articles` was "unrecognized arguments: count(*) ..."."""
+    code, out, err = _run(capsys, "--data", str(dataset.root), "--format", "json", "SELECT", "count(*)", "AS", "n",
+                          "FROM", "articles")
+    assert code == 0, err
+    quoted_code, quoted, _ = _run(capsys, "--data", str(dataset.root), "--format", "json",
+                                  "SELECT count(*) AS n FROM articles")
+    assert quoted_code == 0 and json.loads(out) == json.loads(quoted) and json.loads(out)["n"] == dataset.row_count
