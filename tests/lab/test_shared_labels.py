@@ -142,3 +142,18 @@ def test_the_coarse_masakhanews_labels_are_the_sets_own_and_keep_the_dev_share_o
         shared.update({(name, row["id"]): row for row in map(json.loads, open(SHARED_DATA / name, encoding="utf-8"))})
     assert all(coarse[shared[(r["file"], r["id"])]["label"]] == r["topic"] for r in references)
     assert training_data.read_labelled_jsonl(path, task="sentiment", data_root=str(SHARED_DATA)).texts == []
+
+
+def test_the_second_readers_labels_are_of_stored_training_rows_and_never_trained_on():
+    """lab/labels/agreement/ measures the labels (a blind second reading); training on it
+    would count the same articles twice under two readers' labels."""
+    folder = training_data.LAB_LABELS / "agreement"
+    second = [json.loads(line) for path in folder.glob("*.jsonl") for line in path.open(encoding="utf-8")]
+    first = {json.loads(line)["id"] for path in training_data.LAB_LABELS.glob("ant_v21_*.jsonl")
+             for line in path.open(encoding="utf-8")}
+    taxonomy = load_taxonomy()
+    assert len(second) == 360 and {row["id"] for row in second} <= first
+    assert all(row["topic"] in taxonomy.topic_ids and row["sentiment"] in taxonomy.sentiment_ids for row in second)
+    assert all(shared_labels.split_of(row["file"], row["id"]) == shared_labels.TRAIN for row in second)
+    read = {path for _, pattern, _ in training_data.DEFAULT_RECIPE for path in glob.glob(pattern)}
+    assert not any(Path(path).parent == folder for path in read)
