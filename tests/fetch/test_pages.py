@@ -391,7 +391,7 @@ def test_crawl_delay_slows_the_host_down(http_server):
         list(pages.fetch_all(inputs))
 
     times = sorted(request.time for request in page_requests(http_server))
-    assert len(times) == 2 and times[1] - times[0] >= 1.0 - 0.02
+    assert len(times) == 2 and times[1] - times[0] >= 1.0 - 0.1  # the stamping lag, as above
 
 
 def test_a_crawl_delay_too_long_to_honour_skips_the_host(http_server):
