@@ -24,6 +24,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from newsbeam.flags import POSITIVE
 from newsbeam.labelling.adaptation import delta_parameters
 from newsbeam.labelling.heads import HeadSet
 
@@ -94,16 +95,6 @@ def _sources(value: str) -> tuple[str, ...]:
     return sources
 
 
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-    return number
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train-heads`` options of the anchor."""
     parser.add_argument("--anchor_heads", default=None, metavar="DIR",
@@ -111,9 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "without forgetting), e.g. the shipped heads, so the closed sets keep their scores.")
     parser.add_argument("--anchor_sources", type=_sources, default=DEFAULT_ANCHOR_SOURCES, metavar="NAME[,...]",
                         help="Rows whose source spec contains one of these are anchored (default: %(default)s).")
-    parser.add_argument("--anchor_weight", type=_positive, default=DEFAULT_ANCHOR_WEIGHT,
+    parser.add_argument("--anchor_weight", type=POSITIVE, default=DEFAULT_ANCHOR_WEIGHT,
                         help="Weight of the distillation term next to the cross-entropy (default: %(default)s).")
-    parser.add_argument("--anchor_temperature", type=_positive, default=DEFAULT_ANCHOR_TEMPERATURE,
+    parser.add_argument("--anchor_temperature", type=POSITIVE, default=DEFAULT_ANCHOR_TEMPERATURE,
                         help="Softmax temperature of the distilled outputs (default: %(default)s).")
 
 

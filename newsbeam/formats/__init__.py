@@ -13,24 +13,13 @@ from typing import Iterable, Iterator, Optional
 
 from newsbeam.formats import html, jsonl, text
 from newsbeam.formats.feeds import FEED_EXTENSIONS
+from newsbeam.formats.names import COMPRESSION_SUFFIXES, format_name
 from newsbeam.layout import filesystems
 from newsbeam.records import RawEntry
 
 SUPPORTED_EXTENSIONS = FEED_EXTENSIONS + jsonl.EXTENSIONS + text.EXTENSIONS + html.EXTENSIONS
-# A supported file may also come compressed (articles.jsonl.gz, feed.xml.zst): Beam's
-# FileSystems.open decompresses by these suffixes (CompressionTypes.AUTO), on disk and GCS alike.
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".xz", ".lzma", ".deflate")
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 GLOB_CHARS = "*?["
-
-
-def format_name(path: str) -> str:
-    """``path`` lowercased without its compression suffix: the part that says its format."""
-    lowered = path.lower()
-    for suffix in COMPRESSION_SUFFIXES:
-        if lowered.endswith(suffix):
-            return lowered[:-len(suffix)]
-    return lowered
 
 
 def is_supported(path: str) -> bool:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from newsbeam.formats.names import format_name
 from newsbeam.normalise import clean_text, parse_timestamp
 from newsbeam.records import RawEntry
 
@@ -37,8 +38,6 @@ EXTRACTION_OPTIONS = dict(
 
 
 def is_html_path(path: str) -> bool:
-    from newsbeam.formats import format_name
-
     return format_name(path).endswith(EXTENSIONS)
 
 
