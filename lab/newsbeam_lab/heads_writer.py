@@ -9,7 +9,14 @@ import numpy as np
 from safetensors.numpy import save as save_safetensors_bytes
 
 from newsbeam.labelling.adaptation import DELTA_PREFIX
-from newsbeam.labelling.heads import FORMAT_VERSION, HEADS_JSON, HEADS_WEIGHTS, INT8_PEAKS_PREFIX, HeadSet
+from newsbeam.labelling.heads import (
+    EMBEDDING_CENTRE,
+    FORMAT_VERSION,
+    HEADS_JSON,
+    HEADS_WEIGHTS,
+    INT8_PEAKS_PREFIX,
+    HeadSet,
+)
 
 
 def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
@@ -36,6 +43,8 @@ def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
         tensors[f"{INT8_PEAKS_PREFIX}{name}"] = np.ascontiguousarray(peak, dtype=np.float16)
     for name, delta in (head_set.encoder_deltas or {}).items():
         tensors[f"{DELTA_PREFIX}{name}"] = np.ascontiguousarray(delta, dtype=np.float16)
+    if head_set.embedding_centre is not None:
+        tensors[EMBEDDING_CENTRE] = np.ascontiguousarray(head_set.embedding_centre, dtype=np.float32)
     document = {
         "format": FORMAT_VERSION,
         "version": head_set.version,
@@ -47,6 +56,8 @@ def save_heads(head_set: HeadSet, folder: str | Path) -> Path:
         "int8_calibration": dict(head_set.int8_calibration) if head_set.int8_peaks else None,
         "fine_tuning": dict(head_set.fine_tuning) if head_set.encoder_deltas else None,
     }
+    if head_set.embedding_centre is not None:
+        document[EMBEDDING_CENTRE] = dict(head_set.embedding_centre_source)
     (folder / HEADS_WEIGHTS).write_bytes(save_safetensors_bytes(tensors, metadata={"format": "np"}))
     (folder / HEADS_JSON).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return folder

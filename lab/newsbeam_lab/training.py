@@ -34,6 +34,7 @@ from newsbeam.labelling.taxonomy import Taxonomy, load_taxonomy
 from newsbeam_lab import DATA_ROOT_ENV, anchoring, default_data_root
 from newsbeam_lab.anchoring import Anchor
 from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
+from newsbeam_lab.embedding_centre import add_centre
 from newsbeam_lab.finetune import PRECISIONS, FineTuneSettings, TaskRows, can_fine_tune, fine_tune
 from newsbeam_lab.head_fitting import (
     DEFAULT_SOURCE_POWER,
@@ -359,6 +360,9 @@ def run(args: argparse.Namespace) -> int:
         fine_tuning=fine_tuning, temperature_data=temperature_data, article_windows=args.article_windows,
         window_tokens=args.window_tokens, data_root=args.data_root, anchor=anchoring.anchor_from(args))
     folder = save_heads(head_set, args.output)
+    # the centre of the stored article vectors, under the encoder just tuned (newsbeam_lab.embedding_centre)
+    head_set = add_centre(folder, data["topic"] if "topic" in data else recipe["topic"], args.data_root,
+                          encoder=args.encoder, cache_dir=args.model_cache)
     sizes = {name: (folder / name).stat().st_size for name in ("heads.json", "heads.safetensors")}
     print(json.dumps({"output": str(folder), "version": head_set.version, "encoder": head_set.encoder_id,
                       "tasks": {task: {"labels": len(head.labels), "layers": list(head.layers),

@@ -12,8 +12,11 @@ encoder id, token budget, and per task its labels, layers and shapes) and
 weights in float16, ``int8_peaks.<layer>`` in float16: the int8
 calibration of the encoder they were trained on, and ``encoder_delta.*`` in
 float16 where ``train-heads`` fine-tuned the encoder: the low-rank change to
-its weights that the heads expect, :mod:`newsbeam.labelling.adaptation`). Nothing is unpickled. The folder may be local or remote
-(gs://...).
+its weights that the heads expect, :mod:`newsbeam.labelling.adaptation`), and
+``embedding_centre`` in float32 where the lab measured one: the mean unit vector
+of the training texts under this (fine-tuned) encoder, subtracted from every
+stored article vector before it is normalised. Nothing is unpickled. The folder
+may be local or remote (gs://...).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ DEFAULT_HEADS_DIR = SEEDS_DIR / "heads"
 FORMAT_VERSION = 1
 TASKS = ("topic", "sentiment")
 INT8_PEAKS_PREFIX = "int8_peaks."
+EMBEDDING_CENTRE = "embedding_centre"
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +116,11 @@ class HeadSet:
     # the change to the encoder's weights the heads were trained with (fine-tuning), or None
     encoder_deltas: Optional[Mapping[str, np.ndarray]] = None
     fine_tuning: Mapping[str, object] = field(default_factory=dict)
+    # The mean of the training texts' unit vectors, or None. Every article of one outlet, and news
+    # itself, shares a direction that lifts all cosines; without it the stories' threshold has to be
+    # so high that it misses most articles about one event in two languages (docs/research/stories.md).
+    embedding_centre: Optional[np.ndarray] = None
+    embedding_centre_source: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -158,6 +167,8 @@ def load_heads(folder: Optional[str] = None) -> HeadSet:
         int8_calibration=document.get("int8_calibration") or {},
         encoder_deltas=_float32_with_prefix(tensors, DELTA_PREFIX),
         fine_tuning=document.get("fine_tuning") or {},
+        embedding_centre=(tensors[EMBEDDING_CENTRE].astype(np.float32) if EMBEDDING_CENTRE in tensors else None),
+        embedding_centre_source=document.get(EMBEDDING_CENTRE) or {},
     )
 
 

@@ -197,6 +197,14 @@ class Labeller:
             needed.add(encoder.num_layers)
         self.layers = tuple(sorted(needed))
         self.model_id = self._describe(heads if heads_usable else None)
+        # stored vectors and search texts alike are centred on the heads' training mean (HeadSet)
+        self.embedding_centre = heads.embedding_centre if heads_usable else None
+
+    def _article_vectors(self, unit_vectors: np.ndarray) -> np.ndarray:
+        """Unit vectors as stored and searched: centred when the heads carry a centre, renormalised."""
+        if self.embedding_centre is None:
+            return unit_vectors
+        return normalise(unit_vectors - self.embedding_centre)
 
     def _describe(self, heads: Optional[HeadSet]) -> str:
         parts = [self.encoder.model_id]
@@ -233,7 +241,7 @@ class Labeller:
         if self.layers:
             pooled = self.encoder.pooled_layers(token_ids, self.layers)
             if self.embeddings:
-                vectors = normalise(pooled[:, self.layers.index(self.encoder.num_layers), :])
+                vectors = self._article_vectors(normalise(pooled[:, self.layers.index(self.encoder.num_layers), :]))
             for task, head in self.heads.items():
                 probabilities[task] = (head.labels, head.probabilities(pooled, self.layers))
             for task, scorer in self.zero_shot.items():
@@ -272,8 +280,10 @@ class Labeller:
 
     def embed(self, texts: list[str], prefix: str = QUERY_PREFIX) -> np.ndarray:
         """(N, hidden) unit vectors of ``texts`` as the articles' embeddings are made
-        (mean-pooled last layer, normalised), with e5's ``query: `` prefix by default."""
-        return self.encoder.embed([model_text(text or "") for text in texts], self.max_tokens, prefix)
+        (mean-pooled last layer, normalised, centred as the heads say), with e5's ``query: ``
+        prefix by default."""
+        return self._article_vectors(self.encoder.embed([model_text(text or "") for text in texts],
+                                                        self.max_tokens, prefix))
 
     def task_probabilities(self, task: str, token_ids: list[list[int]],
                            evidence: Optional[Sequence[Sequence[str]]] = None) -> tuple[tuple[str, ...], np.ndarray]:

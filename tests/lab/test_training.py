@@ -66,6 +66,15 @@ def test_train_heads_command_writes_small_heads_that_separate_the_toy_set(traine
     # own training data: the recipe's held-out sets don't apply, so no temperature is fitted
     assert head_set.heads["topic"].temperature == 1.0 and "temperature_fit" not in head_set.heads["topic"].metadata
     assert (trained_heads / "heads.safetensors").stat().st_size < 200_000
+    # the stored vectors' centre: the mean unit vector of the distinct topic training texts
+    from newsbeam.labelling import PASSAGE_PREFIX
+    from newsbeam.labelling.encoder import load_encoder
+
+    topic_rows = [json.loads(line) for line in (trained_heads.parent / "topic.jsonl").read_text().splitlines()]
+    texts = sorted({row["text"] for row in topic_rows if row["label"] in ("football", "meteo")})  # mapped rows
+    expected = load_encoder(tiny_encoder_path).embed(texts, 32, PASSAGE_PREFIX).mean(axis=0)
+    np.testing.assert_allclose(head_set.embedding_centre, expected, atol=1e-5)
+    assert head_set.embedding_centre_source["texts"] == len(texts) and head_set.embedding_centre_source["seed"] == 0
 
     labeller = load_labeller(encoder=tiny_encoder_path, heads=str(trained_heads), max_tokens=32)
     sport, weather = toy_sentences(SPORT_WORDS, 20, 99), toy_sentences(WEATHER_WORDS, 20, 98)

@@ -65,6 +65,22 @@ def test_round_trip_keeps_predictions(tmp_path):
                                loaded.heads["sentiment"].logits(pooled, (2, 4)), atol=1e-5)
 
 
+def test_an_embedding_centre_round_trips_and_is_absent_unless_measured(tmp_path):
+    topic = random_head("topic", ("sport", "weather"), (4,), 16, hidden=0, seed=3)
+    plain = HeadSet(version="heads-test", encoder_id="some/encoder", max_tokens=128, heads={"topic": topic})
+    save_heads(plain, tmp_path / "plain")
+    assert load_heads(str(tmp_path / "plain")).embedding_centre is None
+
+    centre = np.random.default_rng(4).normal(size=16).astype(np.float32)
+    source = {"texts": 5000, "seed": 0, "sources": ["lab/written/*.jsonl"]}
+    centred = HeadSet(version="heads-test", encoder_id="some/encoder", max_tokens=128, heads={"topic": topic},
+                      embedding_centre=centre, embedding_centre_source=source)
+    save_heads(centred, tmp_path / "centred")
+    loaded = load_heads(str(tmp_path / "centred"))
+    np.testing.assert_array_equal(loaded.embedding_centre, centre)  # float32: exact
+    assert loaded.embedding_centre_source == source
+
+
 def test_head_rejects_a_pass_without_its_layers():
     head = random_head("topic", ("a", "b"), (3,), 8, hidden=0, seed=0)
     with pytest.raises(ValueError, match=r"reads layers \(3,\)"):
@@ -107,6 +123,9 @@ def test_shipped_heads_are_small_and_match_the_shipped_taxonomy():
     assert head_set.heads["topic"].labels == taxonomy.topic_ids
     assert head_set.heads["sentiment"].labels == taxonomy.sentiment_ids
     assert head_set.taxonomy_digest == taxonomy.digest
+    # stored vectors are centred on the mean of 5,000 training texts (newsbeam_lab.embedding_centre)
+    assert head_set.embedding_centre.shape == (384,) and head_set.embedding_centre_source["texts"] == 5000
+    assert 0.5 < float(np.linalg.norm(head_set.embedding_centre)) < 1.0  # news shares a strong common direction
     for head in head_set.heads.values():
         assert head.feature_width == len(head.layers) * 384
         assert all(np.isfinite(weight).all() for weight in head.weights)

@@ -217,3 +217,20 @@ def replace_weight(labeller, weight):
 def test_feed_evidence_weight_below_one_is_refused():
     with pytest.raises(ValueError, match="feed_evidence_weight must be at least 1"):
         load_labeller(feed_evidence_weight=0.5)
+
+
+def test_article_vectors_are_centred_on_the_heads_training_mean(labeller):
+    from newsbeam.embeddings import normalise
+    from newsbeam.labelling import PASSAGE_PREFIX
+
+    texts = ["Parliament passes the budget after a late-night vote.",
+             "Heavy rain floods the city centre; two people are missing."]
+    raw = labeller.encoder.embed(texts, labeller.max_tokens, PASSAGE_PREFIX)
+    vectors = labeller.embed(texts, prefix=PASSAGE_PREFIX)
+    np.testing.assert_allclose(vectors, normalise(raw - labeller.head_set.embedding_centre), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # two unrelated stories: news's shared direction no longer makes them look alike
+    assert float(vectors[0] @ vectors[1]) < float(raw[0] @ raw[1]) - 0.2
+    with_embeddings = type(labeller)(labeller.encoder, labeller.taxonomy, heads=labeller.head_set, embeddings=True)
+    passes = with_embeddings.label_texts(texts)
+    np.testing.assert_allclose(np.stack([row.embedding for row in passes]), vectors, atol=1e-5)
