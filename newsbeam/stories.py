@@ -38,16 +38,11 @@ import numpy as np
 from newsbeam.embeddings import dequantise
 from newsbeam.records import Article
 
-# Cosine of an article's embedding with a story's centroid from which it joins the story.
-# Chosen by bench/story_pairs.py: on bench/labels/story_pairs.jsonl (369 pairs, half positives) and on
-# the grouping of all 1,878 entries of the 50 real feeds ("real_feeds"), where a low threshold
-# chains one outlet's briefs (its style and desk) into stories of unrelated articles. The rule: the
-# lowest threshold at which the largest real-feed story is a real story (7 articles: a podcast's E3
-# days, Orlando's aftermath), for recall; precision first. The fine-tuned layers move the cosines,
-# so the threshold follows the shipped heads: with heads-v16 the largest story is 342 at 0.77, 22 at
-# 0.82, 17 at 0.83 and 7 from 0.84, where the pairs read P 1.00, R 0.67 (across languages 1.00, 0.63).
-# (heads-v3: 7 from 0.77, P 0.98, R 0.68.) Centred vectors (HeadSet.embedding_centre, heads-v16):
-# largest story 7 from 0.52, where the pairs read P 0.96, R 0.77 (across languages 1.00, 0.76).
+# Cosine of an article's (centred) embedding with a story's centroid from which it joins the story.
+# The rule (bench/story_pairs.py): the lowest threshold at which the largest story of the 1,878
+# real-feed entries is a real story (7 articles), so one outlet's briefs do not chain; precision
+# first. With heads-v16's centred vectors that is 0.52: on the 369 labelled pairs P 0.96, R 0.77
+# (across languages 1.00, 0.76). The threshold follows the heads (docs/research/stories.md).
 DEFAULT_STORY_THRESHOLD = 0.52
 # How far apart in event time an article and a story's last article may be.
 DEFAULT_STORY_WINDOW_SECONDS = 3 * 24 * 3600
