@@ -81,6 +81,21 @@ def test_written_rows_carry_a_topic_in_label_and_a_sentiment_of_their_own(tmp_pa
                                              task="sentiment").labels == ["negative"]
 
 
+def test_a_written_row_without_a_sentiment_teaches_its_topic_only(tmp_path):
+    # rows whose sentiment two readers disputed keep their topic and lose the sentiment key
+    path = write_jsonl(tmp_path / "written.jsonl", [
+        {"headline": "Fossil eggs show pterosaurs nested in colonies", "body": "", "label": "science_technology",
+         "lang": "en"},
+        {"headline": "Floods cut off three villages", "body": "Rescuers reached them by boat.",
+         "label": "disaster_accident_emergency", "sentiment": "negative", "lang": "en"}])
+    taxonomy = load_taxonomy()
+    topics = training_data.read_labelled_jsonl(path, None, taxonomy.topic_ids, task="topic")
+    sentiments = training_data.read_labelled_jsonl(path, None, taxonomy.sentiment_ids, task="sentiment")
+    assert topics.labels == ["science_technology", "disaster_accident_emergency"]
+    assert topics.texts[0] == "Fossil eggs show pterosaurs nested in colonies"
+    assert sentiments.labels == ["negative"] and sentiments.skipped == 1
+
+
 def test_a_reference_without_its_shared_data_is_a_clear_error(tmp_path, shared_root):
     labels = write_jsonl(tmp_path / "labels.jsonl", [reference(n) for n in range(20)])
     topic_ids = load_taxonomy().topic_ids
