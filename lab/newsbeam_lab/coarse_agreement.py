@@ -8,6 +8,10 @@ both learns the coarse answer's pull on exactly the subjects the coarse set lack
 (docs/research/labels-real-news.md, heads-v16). The agreeing references still carry
 the coarse closed set's register; the disputed ones are left to the lab's label.
 
+Tried as heads-v17 (2026-12-05): the open-set dev share did not move (0.506 -> 0.510)
+and the coarse closed set fell under its floor (0.878 -> 0.847), so the recipe reads
+the full masakha_coarse.jsonl; this module records the experiment.
+
     python -m newsbeam_lab.coarse_agreement     # rewrites lab/labels/coarse/masakha_coarse_agreeing.jsonl
 """
 from __future__ import annotations
