@@ -13,7 +13,12 @@ subjects. ``labels/real_feed_sentiment.jsonl`` gives the same entries a news
 sentiment (negative: deaths, crime, losses; positive: wins, launches,
 recoveries; neutral: factual or mixed), read the same way (``--task sentiment``).
 
-    python bench/real_feed_topics.py [--task topic|sentiment] [--heads DIR] [--confidence high] [--json]
+Half of the labelled entries, by feed, are training rows of the heads from
+heads-v21 on (``newsbeam_lab.feed_entries``); the other half is the dev set and
+the default here (``--split dev``).
+
+    python bench/real_feed_topics.py [--task topic|sentiment] [--split dev|unseen|train|all] [--heads DIR]
+                                     [--confidence high] [--json]
 
 Without ../shared/data it says so and exits 0 (a user's fresh clone).
 """
@@ -22,15 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
+from newsbeam_lab.feed_entries import DEV, FEEDS_DIR, SENTIMENT_LABELS, SPLITS, TOPIC_LABELS
 from quality import SHARED_DATA
 
-FEEDS_ROOT = SHARED_DATA / "feeds" / "real"
-LABELS_FILE = Path(__file__).resolve().parent / "labels" / "real_feed_topics.jsonl"
-SENTIMENT_LABELS_FILE = Path(__file__).resolve().parent / "labels" / "real_feed_sentiment.jsonl"
+FEEDS_ROOT = SHARED_DATA / FEEDS_DIR
+LABELS_FILE = TOPIC_LABELS
+SENTIMENT_LABELS_FILE = SENTIMENT_LABELS
 CONFIDENCES = ("high", "medium")
 SENTIMENT_CONFIDENCES = ("high", "medium", "low")  # low: mostly not news (podcast blurbs, tables of contents)
 
@@ -46,35 +51,19 @@ def read_sentiment_labels(path: Path = SENTIMENT_LABELS_FILE, confidence: Option
     return [dict(row, label=row["sentiment"]) for row in read_labels(path, confidence)]
 
 
-def feed_languages(feeds_root: Path = FEEDS_ROOT) -> dict[str, str]:
-    """Each feed file's language as the data set's manifest gives it."""
-    lines = (feeds_root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return {row["file"]: row.get("lang") or "und" for row in map(json.loads, filter(str.strip, lines))}
-
-
-def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT):
-    """The labelled entries as the labeller sees them: a ``LabelledTexts`` whose
-    texts are headline + lead after the pipeline's parsing and normalisation."""
+def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT, split: str = "all"):
+    """The labelled entries of ``split`` (``feed_entries.SPLITS``) as the labeller sees them: a ``LabelledTexts`` whose texts are headline + lead
+    after the pipeline's parsing and normalisation (``newsbeam_lab.feed_entries``)."""
+    from newsbeam_lab.feed_entries import in_split, read_entry
     from newsbeam_lab.training_data import LabelledTexts
 
-    from newsbeam.formats.feeds import parse_feed
     from newsbeam.labelling.feed_evidence import subject_evidence
-    from newsbeam.normalise import normalise_entry
-    from newsbeam.transforms.labelling import labelling_text
 
-    by_file: dict[str, list[dict]] = defaultdict(list)
-    for row in labels:
-        by_file[row["file"]].append(row)
-    languages = feed_languages(feeds_root)
     items = LabelledTexts()
-    for name, rows in sorted(by_file.items()):
-        # fetched_at is recorded on each entry, never read by the labeller
-        entries = parse_feed((feeds_root / name).read_bytes(), source=name,
-                             fetched_at="2026-01-01T00:00:00Z").entries
-        for row in rows:
-            article = normalise_entry(entries[row["index"]])
-            items.append(labelling_text(article), row["label"], languages.get(name, "und"), source=name,
-                         path=f"{name}#{row['index']}", evidence=subject_evidence(article.tags, article.url))
+    for row in sorted((row for row in labels if in_split(row, split)), key=lambda row: row["file"]):
+        entry = read_entry(str(feeds_root), row["file"], row["index"])
+        items.append(entry["text"], row["label"], entry["lang"], source=row["file"],
+                     path=f"{row['file']}#{row['index']}", evidence=subject_evidence(tuple(entry["tags"]), entry["url"]))
     return items
 
 
@@ -84,6 +73,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--heads", default=None, help="Heads folder to score (default: the shipped heads).")
     parser.add_argument("--confidence", choices=SENTIMENT_CONFIDENCES, default=None,
                         help="Only the entries labelled with this confidence (default: all).")
+    parser.add_argument("--split", choices=SPLITS, default=DEV,
+                        help="dev (default): the half training never reads; unseen: the dev half less the feeds "
+                             "split entry by entry (feeds none of whose entries train); train: the half the lab "
+                             "trains on (heads-v21 on); all: every labelled entry, as the figures up to heads-v20.")
     parser.add_argument("--max_tokens", type=int, default=128, help="Token budget per article (as newsbeam run).")
     parser.add_argument("--feed_evidence_weight", type=float, default=None,
                         help="Weight of the subject an entry's tags or URL section name (default: as newsbeam run; "
@@ -100,13 +93,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     from newsbeam.labelling.labeller import load_labeller
 
     labels = (read_sentiment_labels if args.task == "sentiment" else read_labels)(confidence=args.confidence)
-    items = read_items(labels)
+    items = read_items(labels, split=args.split)
     weight = {} if args.feed_evidence_weight is None else {"feed_evidence_weight": args.feed_evidence_weight}
     labeller = load_labeller(heads=args.heads, max_tokens=args.max_tokens, **weight)
     report = evaluate_labeller(labeller, args.task, items, bootstrap=args.bootstrap)
     report["feed_evidence_weight"] = labeller.feed_evidence_weight
     report["with_evidence"] = sum(1 for subjects in items.evidence if subjects)
     report["confidence"] = args.confidence or "all"
+    report["split"] = args.split
     print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
     return 0
 

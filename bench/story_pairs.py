@@ -81,12 +81,12 @@ def read_sides(pairs: list[dict], feeds_root: Path = FEEDS_ROOT) -> dict[tuple, 
         else:
             sides[key] = (article_text(key[1], key[2], None), key[3])
     if by_file:
-        from real_feed_topics import feed_languages
+        from newsbeam_lab.feed_entries import feed_languages
 
         from newsbeam.normalise import normalise_entry
         from newsbeam.transforms.labelling import labelling_text
 
-        languages = {**feed_languages(feeds_root), **LANGUAGE_FIXES}
+        languages = {**feed_languages(str(feeds_root)), **LANGUAGE_FIXES}
         for name, indexes in sorted(by_file.items()):
             entries = feed_entries(feeds_root, name)
             for index in indexes:
@@ -142,12 +142,12 @@ def with_vectors(articles: list, vectors: np.ndarray) -> list:
 
 def real_feed_articles(feeds_root: Path = FEEDS_ROOT) -> list:
     """Every entry of the real feeds as ``newsbeam run`` normalises it (entries with no text left out)."""
-    from real_feed_topics import feed_languages
+    from newsbeam_lab.feed_entries import feed_languages
 
     from newsbeam.normalise import normalise_entry
 
     articles = []
-    for name in sorted(feed_languages(feeds_root)):
+    for name in sorted(feed_languages(str(feeds_root))):
         for entry in feed_entries(feeds_root, name):
             try:
                 articles.append(normalise_entry(entry))

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from newsbeam_lab import feed_entries
 from newsbeam_lab.scoring import (
     DEFAULT_BOOTSTRAP,
     bootstrap_macro_f1,
@@ -46,9 +47,10 @@ class DevSet:
 
 # Real news, open-set over all 17 subjects: the dev share of the lab's labels of the
 # ANT v2.1 Arabic articles and of the MasakhaNEWS few-shot articles (en, fr, ha, sw)
-# (shared_labels.DEV_PERCENT, never trained on). Targets: #26. heads-v3 and v4 read the
-# MasakhaNEWS texts in training under their seven coarse labels, so only from v5 on is
-# that row a fair held-out score.
+# (shared_labels.DEV_PERCENT, never trained on), and the dev half of the real feed
+# entries (feed_entries.DEV_PERCENT). Targets: #26. heads-v3 and v4 read the MasakhaNEWS
+# texts in training under their seven coarse labels, so only from v5 on is that row a
+# fair held-out score; heads up to v20 never read the feeds, from v21 on the other half.
 REAL_NEWS_SETS = (
     DevSet("ANT v2.1 dev (real Arabic news), topic, open-set", "topic",
            (str(LAB_LABELS / "ant_v21_*.jsonl"),), None, False, 0.70),
@@ -58,6 +60,12 @@ REAL_NEWS_SETS = (
            (str(LAB_LABELS / "masakhanews_*.jsonl"),), None, False, 0.70),
     DevSet("MasakhaNEWS dev share (real en/fr/ha/sw news), news sentiment", "sentiment",
            (str(LAB_LABELS / "masakhanews_*.jsonl"),), None, False, 0.65),
+    # the dev half of the team's labels of real feed entries: feeds training never read
+    # (feed_entries.split_of); the goal of #26 over all subjects
+    DevSet("Real feeds dev half (unseen feeds), topic, open-set", "topic",
+           (str(feed_entries.TOPIC_LABELS),), None, False, 0.70),
+    DevSet("Real feeds dev half (unseen feeds), news sentiment", "sentiment",
+           (str(feed_entries.SENTIMENT_LABELS),), None, False, 0.65),
 )
 DEV_SETS = REAL_NEWS_SETS + (
     DevSet("XLM-T val, sentiment", "sentiment",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from newsbeam.labelling.taxonomy import SEEDS_DIR, load_label_map, read_bytes
-from newsbeam_lab import shared_labels
+from newsbeam_lab import feed_entries, shared_labels
 from newsbeam_lab.article_windows import ArticleWindows
 
 LOGGER = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ DEFAULT_RECIPE = (
     # references so that the lab's dev share stays out; topic only; meant for a small
     # --source_weight topic:masakha_coarse=W (the coarse closed set's floor, heads-v13).
     ("topic", str(LAB_LABELS / "coarse" / "masakha_coarse.jsonl"), None),
+    # the team's labels of real feed entries, the training half (feed_entries.split_of):
+    # the register the heads label in the pipeline (heads-v21 first read them)
+    ("topic", str(feed_entries.TOPIC_LABELS), None),
     ("sentiment", "sentiment/xlmt/*/train.jsonl", "xlmt"),
     # ANT and MasakhaNEWS as two sources in each task, so that each can be weighted on
     # its own (--source_weight sentiment:ant_v21=W): in Arabic the ANT news rows outweighed the
@@ -47,6 +50,7 @@ DEFAULT_RECIPE = (
     ("sentiment", str(LAB_LABELS / "ant_v21_*.jsonl"), None),
     ("sentiment", str(LAB_LABELS / "masakhanews_*.jsonl"), None),
     ("sentiment", str(LAB_WRITTEN / "news_rows_*.jsonl"), None),
+    ("sentiment", str(feed_entries.SENTIMENT_LABELS), None),
 )
 # Held-out rows the heads' softmax temperatures are fitted on: dev splits of
 # languages the README's quality table does not report, so that table stays
@@ -131,6 +135,11 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
                 result.skipped += 1
                 continue
             row = shared_labels.resolve(row, data_root)
+        elif feed_entries.is_feed_reference(row):
+            if not feed_entries.in_split(row, split) or row.get("confidence") == shared_labels.LOW_CONFIDENCE:
+                result.skipped += 1
+                continue
+            row = feed_entries.resolve(row, data_root)
         label = row.get(task) if task and task in row else row.get("label")
         label = None if label is None else str(label)
         if label_map is not None:
