@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from newsbeam_lab import dev_report, feed_entries, shared_labels, training_data
+from newsbeam_lab.scoring import read_eval_rows
 
 from newsbeam.labelling.taxonomy import load_taxonomy
 from tests.support.pipelines import SHARED
@@ -118,3 +119,8 @@ def test_training_reads_none_of_the_dev_half_of_the_real_feeds():
                                             split=shared_labels.DEV)
     assert len(train.texts) + len(dev.texts) == 1014 and len(dev.texts) > 400
     assert not set(train.texts) & set(dev.texts)  # no dev entry trains
+    # the dev report scores the unseen feeds as a set of their own, a part of the dev half
+    (unseen,) = [dev_set for dev_set in dev_report.REAL_NEWS_SETS if dev_set.split == feed_entries.UNSEEN]
+    rows = read_eval_rows(list(unseen.files), None, topics, task="topic", data_root=str(SHARED), split=unseen.split)
+    assert 200 < len(rows.texts) < len(dev.texts) and set(rows.paths) == {path}
+    assert collections.Counter(rows.texts) <= collections.Counter(dev.texts)
