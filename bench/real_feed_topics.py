@@ -34,36 +34,33 @@ from newsbeam_lab.feed_entries import DEV, FEEDS_DIR, SENTIMENT_LABELS, SPLITS, 
 from quality import SHARED_DATA
 
 FEEDS_ROOT = SHARED_DATA / FEEDS_DIR
-LABELS_FILE = TOPIC_LABELS
-SENTIMENT_LABELS_FILE = SENTIMENT_LABELS
 CONFIDENCES = ("high", "medium")
 SENTIMENT_CONFIDENCES = ("high", "medium", "low")  # low: mostly not news (podcast blurbs, tables of contents)
 
 
-def read_labels(path: Path = LABELS_FILE, confidence: Optional[str] = None) -> list[dict]:
+def read_labels(path: Path = TOPIC_LABELS, confidence: Optional[str] = None) -> list[dict]:
     """The labelled entries, optionally only those of one confidence."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [row for row in rows if confidence is None or row["confidence"] == confidence]
 
 
-def read_sentiment_labels(path: Path = SENTIMENT_LABELS_FILE, confidence: Optional[str] = None) -> list[dict]:
+def read_sentiment_labels(path: Path = SENTIMENT_LABELS, confidence: Optional[str] = None) -> list[dict]:
     """The entries' news sentiment, as rows shaped like the topic labels (``label`` = the sentiment)."""
     return [dict(row, label=row["sentiment"]) for row in read_labels(path, confidence)]
 
 
 def read_items(labels: list[dict], feeds_root: Path = FEEDS_ROOT, split: str = "all"):
-    """The labelled entries of ``split`` (``feed_entries.SPLITS``) as the labeller sees them: a ``LabelledTexts`` whose texts are headline + lead
-    after the pipeline's parsing and normalisation (``newsbeam_lab.feed_entries``)."""
+    """The labelled entries of ``split`` (``feed_entries.SPLITS``) as the labeller sees them: a
+    ``LabelledTexts`` whose texts are headline + lead after the pipeline's parsing and
+    normalisation (``newsbeam_lab.feed_entries``)."""
     from newsbeam_lab.feed_entries import in_split, read_entry
-    from newsbeam_lab.training_data import LabelledTexts
-
-    from newsbeam.labelling.feed_evidence import subject_evidence
+    from newsbeam_lab.training_data import LabelledTexts, row_evidence
 
     items = LabelledTexts()
     for row in sorted((row for row in labels if in_split(row, split)), key=lambda row: row["file"]):
         entry = read_entry(str(feeds_root), row["file"], row["index"])
         items.append(entry["text"], row["label"], entry["lang"], source=row["file"],
-                     path=f"{row['file']}#{row['index']}", evidence=subject_evidence(tuple(entry["tags"]), entry["url"]))
+                     path=f"{row['file']}#{row['index']}", evidence=row_evidence(entry))
     return items
 
 

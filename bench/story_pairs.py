@@ -81,17 +81,12 @@ def read_sides(pairs: list[dict], feeds_root: Path = FEEDS_ROOT) -> dict[tuple, 
         else:
             sides[key] = (article_text(key[1], key[2], None), key[3])
     if by_file:
-        from newsbeam_lab.feed_entries import feed_languages
+        from newsbeam_lab.feed_entries import read_entry
 
-        from newsbeam.normalise import normalise_entry
-        from newsbeam.transforms.labelling import labelling_text
-
-        languages = {**feed_languages(str(feeds_root)), **LANGUAGE_FIXES}
         for name, indexes in sorted(by_file.items()):
-            entries = feed_entries(feeds_root, name)
             for index in indexes:
-                article = normalise_entry(entries[index])
-                sides[("feed", name, index)] = (labelling_text(article), languages.get(name, "und"))
+                entry = read_entry(str(feeds_root), name, index)
+                sides[("feed", name, index)] = (entry["text"], LANGUAGE_FIXES.get(name, entry["lang"]))
     return sides
 
 
