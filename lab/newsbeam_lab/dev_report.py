@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from newsbeam_lab import feed_entries
 from newsbeam_lab.scoring import (
     DEFAULT_BOOTSTRAP,
+    bootstrap_accuracy_difference,
     bootstrap_macro_f1,
     classification_report,
     predict_rows,
@@ -93,13 +94,14 @@ def check_splits(data_root: str, sets: Sequence[DevSet] = DEV_SETS) -> None:
 
 def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS, *, bootstrap: int = 0,
                against=None) -> dict:
-    """``{"model", "max_tokens", "sets": [{name, macro_f1, per_language, target, met}, ...]}``.
+    """``{"model", "max_tokens", "sets": [{name, macro_f1, accuracy, per_language, target, met}, ...]}``.
 
     ``bootstrap`` resamples add each set's 95% ``interval``. ``against``,
     another labeller, is scored on the same rows: each set then also has
-    ``against`` (its macro-F1 and per-language scores), ``difference`` and
-    ``difference_interval`` (paired bootstrap, ``bootstrap`` or
-    ``DEFAULT_BOOTSTRAP`` resamples). Raises FileNotFoundError naming every
+    ``against`` (its macro-F1, accuracy and per-language scores), ``difference``
+    and ``difference_interval`` (macro-F1's, paired bootstrap, ``bootstrap`` or
+    ``DEFAULT_BOOTSTRAP`` resamples), ``accuracy_difference`` and
+    ``accuracy_difference_interval`` (the same for accuracy). Raises FileNotFoundError naming every
     missing file before scoring any."""
     check_splits(data_root, sets)
     scored = []
@@ -112,17 +114,20 @@ def dev_report(labeller, data_root: str, sets: Sequence[DevSet] = DEV_SETS, *, b
         judged = ([per_language.get(language, 0.0) for language in dev_set.target_languages]
                   or [report["macro_f1"]])
         entry = {"name": dev_set.name, "task": dev_set.task, "n": report["n"], "macro_f1": report["macro_f1"],
-                 "per_language": per_language, "target": dev_set.target_text(),
+                 "accuracy": report["accuracy"], "per_language": per_language, "target": dev_set.target_text(),
                  "met": all(score >= dev_set.target for score in judged)}
         if bootstrap:
             entry["interval"] = list(bootstrap_macro_f1(rows.labels, predicted, samples=bootstrap))
         if against is not None:
             other, other_report = _predict_and_score(against, dev_set, rows)
-            entry["against"] = {"macro_f1": other_report["macro_f1"],
+            entry["against"] = {"macro_f1": other_report["macro_f1"], "accuracy": other_report["accuracy"],
                                 "per_language": _macro_f1_per_language(other_report)}
             entry["difference"] = report["macro_f1"] - other_report["macro_f1"]
             entry["difference_interval"] = list(bootstrap_macro_f1(
                 rows.labels, predicted, against=other, samples=bootstrap or DEFAULT_BOOTSTRAP))
+            entry["accuracy_difference"] = report["accuracy"] - other_report["accuracy"]
+            entry["accuracy_difference_interval"] = list(bootstrap_accuracy_difference(
+                rows.labels, predicted, other, samples=bootstrap or DEFAULT_BOOTSTRAP))
         scored.append(entry)
     result = {"model": labeller.model_id, "max_tokens": labeller.max_tokens, "sets": scored}
     if against is not None:
@@ -160,10 +165,13 @@ def format_dev_report(report: dict) -> str:
     if "against_model" in report:
         heads = f" ({report['against_heads']})" if report.get("against_heads") else ""
         lines += ["", f"against {report['against_model']}{heads} on the same rows (paired bootstrap):", "",
-                  "| set | this | against | difference | 95% interval of the difference |", "|---|---|---|---|---|"]
+                  "| set | this | against | difference | 95% interval of the difference "
+                  "| accuracy difference | its 95% interval |", "|---|---|---|---|---|---|---|"]
         for row in report["sets"]:
             lines.append(f"| {row['name']} | {row['macro_f1']:.3f} | {row['against']['macro_f1']:.3f} | "
-                         f"{row['difference']:+.3f} | {_interval_text(row['difference_interval'], signed=True)} |")
+                         f"{row['difference']:+.3f} | {_interval_text(row['difference_interval'], signed=True)} | "
+                         f"{row['accuracy_difference']:+.3f} | "
+                         f"{_interval_text(row['accuracy_difference_interval'], signed=True)} |")
     return "\n".join(lines)
 
 

@@ -272,6 +272,21 @@ def test_paired_bootstrap_tells_a_small_real_gain_from_noise():
         scoring.bootstrap_macro_f1(gold, base[:-1])
 
 
+def test_paired_accuracy_interval_holds_the_gain_and_ignores_rows_both_models_share():
+    rng = np.random.default_rng(5)
+    gold = rng.choice(["x", "y", "z"], 400).tolist()
+    base = [label if rng.random() < 0.7 else rng.choice(["x", "y", "z"]) for label in gold]
+    mistakes = [i for i, (g, p) in enumerate(zip(gold, base)) if g != p][:20]
+    better = [gold[i] if i in mistakes else label for i, label in enumerate(base)]
+    low, high = scoring.bootstrap_accuracy_difference(gold, better, base)
+    assert 0 < low < 20 / 400 < high  # 20 more rows right of 400: +0.05, told from zero
+    worse_low, worse_high = scoring.bootstrap_accuracy_difference(gold, base, better)
+    assert (worse_low, worse_high) == pytest.approx((-high, -low))
+    assert scoring.bootstrap_accuracy_difference(gold, base, base) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        scoring.bootstrap_accuracy_difference(gold, base, better[:-1])
+
+
 def test_dev_report_with_bootstrap_and_against_compares_two_head_sets(trained_heads_module, tmp_path, capsys):
     encoder_path, heads = trained_heads_module
     sets = toy_dev_sets(tmp_path)
@@ -290,6 +305,9 @@ def test_dev_report_with_bootstrap_and_against_compares_two_head_sets(trained_he
     for row in report["sets"]:
         assert row["difference"] == pytest.approx(row["macro_f1"] - row["against"]["macro_f1"])
         assert row["difference_interval"][0] <= row["difference"] <= row["difference_interval"][1]
+        assert row["accuracy_difference"] == pytest.approx(row["accuracy"] - row["against"]["accuracy"])
+        low, high = row["accuracy_difference_interval"]
+        assert low <= row["accuracy_difference"] <= high
     table = dev_report_module.format_dev_report(report)
     assert "| all | 95% interval | target |" in table
     assert "| toy topic |  | 1.000 |  |  |  | 1.000 |  | 1.000 | 1.000 to 1.000 | >= 0.90: met |" in table
