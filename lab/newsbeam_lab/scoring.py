@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -51,10 +51,7 @@ def bootstrap_macro_f1(gold: Sequence[str], predicted: Sequence[str], *, against
     width can still be told from zero. Each macro-F1 is :func:`f1_scores`'s:
     over the labels present in that resample as gold or prediction.
     """
-    if samples < 1 or not 0 < level < 1:
-        raise ValueError(f"need samples >= 1 and 0 < level < 1, got {samples}, {level}")
-    if not len(gold) or len(gold) != len(predicted) or (against is not None and len(against) != len(gold)):
-        raise ValueError("gold and predictions must be non-empty and of the same length")
+    _check_bootstrap(samples, level, gold, predicted, *([] if against is None else [against]))
     labels = sorted(set(gold) | set(predicted) | set(against or ()))
     code = {label: index for index, label in enumerate(labels)}
 
@@ -63,19 +60,14 @@ def bootstrap_macro_f1(gold: Sequence[str], predicted: Sequence[str], *, against
 
     gold_codes, predicted_codes = codes(gold), codes(predicted)
     against_codes = codes(against) if against is not None else None
-    rng = np.random.default_rng(seed)
-    # resamples in blocks of about 4M rows, so a large set does not need samples x rows of memory at once
-    block = max(1, min(samples, 4_000_000 // len(gold)))
-    scores = []
-    for start in range(0, samples, block):
-        picks = rng.integers(0, len(gold), size=(min(block, samples - start), len(gold)))
-        block_scores = _resampled_macro_f1(gold_codes[picks], predicted_codes[picks], len(labels))
+
+    def resampled(picks: np.ndarray) -> np.ndarray:
+        scores = _resampled_macro_f1(gold_codes[picks], predicted_codes[picks], len(labels))
         if against_codes is not None:
-            block_scores -= _resampled_macro_f1(gold_codes[picks], against_codes[picks], len(labels))
-        scores.append(block_scores)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(np.concatenate(scores), [tail, 100 - tail])
-    return float(low), float(high)
+            scores -= _resampled_macro_f1(gold_codes[picks], against_codes[picks], len(labels))
+        return scores
+
+    return _percentile_interval(resampled, len(gold), samples, level, seed)
 
 
 def bootstrap_accuracy_difference(gold: Sequence[str], predicted: Sequence[str], against: Sequence[str], *,
@@ -87,21 +79,32 @@ def bootstrap_accuracy_difference(gold: Sequence[str], predicted: Sequence[str],
     macro-F1 averages every subject alike, so on a dev share where some
     subjects have two or three rows, a couple of articles swing it by a tenth
     (heads-v22 on the MasakhaNEWS share); accuracy counts each article once."""
-    if samples < 1 or not 0 < level < 1:
-        raise ValueError(f"need samples >= 1 and 0 < level < 1, got {samples}, {level}")
-    if not len(gold) or not len(gold) == len(predicted) == len(against):
-        raise ValueError("gold and predictions must be non-empty and of the same length")
+    _check_bootstrap(samples, level, gold, predicted, against)
     gold_array = np.asarray(gold, dtype=object)
     # +1 where only this model is right, -1 where only the other is: the rows both get right
     # or wrong cancel in every resample, which is what pairs the comparison
     gain = ((np.asarray(predicted, dtype=object) == gold_array).astype(np.float64)
             - (np.asarray(against, dtype=object) == gold_array))
+    return _percentile_interval(lambda picks: gain[picks].mean(axis=1), len(gold), samples, level, seed)
+
+
+def _check_bootstrap(samples: int, level: float, gold: Sequence[str], *predictions: Sequence[str]) -> None:
+    if samples < 1 or not 0 < level < 1:
+        raise ValueError(f"need samples >= 1 and 0 < level < 1, got {samples}, {level}")
+    if not len(gold) or any(len(values) != len(gold) for values in predictions):
+        raise ValueError("gold and predictions must be non-empty and of the same length")
+
+
+def _percentile_interval(resampled: Callable[[np.ndarray], np.ndarray], rows: int, samples: int, level: float,
+                         seed: int) -> tuple[float, float]:
+    """Percentile interval of ``resampled``'s per-resample scores, given (resamples, rows) row picks."""
     rng = np.random.default_rng(seed)
-    block = max(1, min(samples, 4_000_000 // len(gold)))
-    means = [gain[rng.integers(0, len(gold), size=(min(block, samples - start), len(gold)))].mean(axis=1)
-             for start in range(0, samples, block)]
+    # resamples in blocks of about 4M rows, so a large set does not need samples x rows of memory at once
+    block = max(1, min(samples, 4_000_000 // rows))
+    scores = [resampled(rng.integers(0, rows, size=(min(block, samples - start), rows)))
+              for start in range(0, samples, block)]
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
+    low, high = np.percentile(np.concatenate(scores), [tail, 100 - tail])
     return float(low), float(high)
 
 
