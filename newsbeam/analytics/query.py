@@ -105,14 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("newsbeam query: --format parquet needs --out FILE", file=sys.stderr)
         return EXIT_CONFIG
-    days, problem = dates.from_args(args)
-    problem = problem or table_view.flag_problem(args) or remote.localise(args, days)  # the copy only for good flags
+    days, problem = table_view.dataset_flags(args)
     if problem:
         print(f"newsbeam query: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    # A configured catalog may name files anywhere; the folder then only adds errors.
-    if not Path(args.data).is_dir() and not (args.table and args.iceberg_catalog):
-        print(f"newsbeam query: no dataset folder at {args.data}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         connection = connect(args.data, table=args.table, catalog=args.iceberg_catalog, as_of=args.as_of,

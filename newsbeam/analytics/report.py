@@ -368,13 +368,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; 0 on success, 2 when the dataset folder is missing or the table cannot be read."""
-    days, problem = dates.from_args(args)
-    problem = problem or table_view.flag_problem(args) or remote.localise(args, days)  # the copy only for good flags
+    days, problem = table_view.dataset_flags(args)
     if problem:
         print(f"newsbeam report: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    if not Path(args.data).is_dir() and not (args.table and args.iceberg_catalog):
-        print(f"newsbeam report: no dataset folder at {args.data}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         html = build_report(args.data, latest_runs=args.runs, top_sources=args.top_sources,

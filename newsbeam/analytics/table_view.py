@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from newsbeam import iceberg
+from newsbeam.analytics import dates, remote
 from newsbeam.exit_codes import first_line
 from newsbeam.layout import ICEBERG_DIR
 
@@ -46,6 +47,17 @@ def flag_problem(args: argparse.Namespace) -> Optional[str]:
     if args.table is not None and not iceberg.TABLE_NAME_RE.match(args.table):
         return f"--table {args.table!r}: expected NAMESPACE.TABLE (letters, digits, '_')"
     return None
+
+
+def dataset_flags(args: argparse.Namespace) -> tuple[dates.DateRange, Optional[str]]:
+    """The days to read, and the one-line complaint about the dataset flags (``--data``, the
+    dates, the table flags) or None. A gs:// dataset is copied only once the other flags are good."""
+    days, problem = dates.from_args(args)
+    problem = problem or flag_problem(args) or remote.localise(args, days)
+    # A configured catalog may name files anywhere; the folder then only adds errors.
+    if not problem and not Path(args.data).is_dir() and not (args.table and args.iceberg_catalog):
+        problem = f"no dataset folder at {args.data}"
+    return days, problem
 
 
 def _local(path: str) -> Optional[str]:
