@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newsbeam.layout import DEFAULT_PARTITION_KEYS
 from newsbeam.pipeline import options as options_module
-from newsbeam.pipeline.cli import main, run_help_parser
+from newsbeam.pipeline.cli import main
+from newsbeam.pipeline.run_flags import run_help_parser
 from newsbeam.pipeline.options import NewsOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,7 +196,7 @@ def test_an_input_encoding_that_is_no_text_encoding_exits_2_in_one_line(tmp_path
 @pytest.mark.parametrize("argv, value", [(["--allowed_lateness", "0"], 0.0), (["--story_threshold", "1"], 1.0), (["--story_threshold", "-1"], -1.0),
                                          (["--max_rows_per_file=7"], 7), (["--min_language_confidence", "0"], 0.0)])
 def test_a_number_at_its_bound_is_accepted(argv, value):
-    from newsbeam.pipeline.cli import flag_problem
+    from newsbeam.pipeline.run_flags import flag_problem
 
     assert flag_problem(["--output", "out", *argv]) is None
     dest = argv[0].split("=")[0].lstrip("-")
@@ -253,7 +254,7 @@ def beam_option_flags() -> list[tuple[str, argparse.Action]]:
 
 
 def test_every_flag_of_every_beam_options_class_still_passes():
-    from newsbeam.pipeline.cli import flag_problem
+    from newsbeam.pipeline.run_flags import flag_problem
 
     flags = beam_option_flags()
     assert len(flags) > 150 and {"--runner", "--experiments", "--sdk_container_image", "--dry_run"} <= {f for f, _ in flags}
@@ -267,7 +268,7 @@ def test_every_flag_of_every_beam_options_class_still_passes():
 
 
 def test_dataflow_flags_parse_next_to_newsbeams():
-    from newsbeam.pipeline.cli import flag_problem
+    from newsbeam.pipeline.run_flags import flag_problem
 
     assert flag_problem(["--runner", "DataflowRunner", "--project", "p", "--region", "r", "--temp_location", "gs://b/t",
                          "--dry_run=True", "--experiments", "use_runner_v2", "--experiments=a,b", "--setup_file",
