@@ -182,16 +182,17 @@ def choose_labels(label_ids: Sequence[str], probabilities: np.ndarray, languages
 
 def read_eval_rows(patterns: Sequence[str], label_map: Optional[str], task_labels: Sequence[str], *,
                    task: Optional[str] = None, data_root: Optional[str] = None,
-                   split: str = shared_labels.DEV) -> LabelledTexts:
+                   split: str = shared_labels.DEV, confidence: Optional[str] = None) -> LabelledTexts:
     """Rows of every file matching ``patterns``, labels mapped; unusable rows counted in ``skipped``.
     References to shared rows count only when they are in ``split``: the dev split, which training
-    never reads, or a part of it (``feed_entries.UNSEEN``)."""
+    never reads, or a part of it (``feed_entries.UNSEEN``); with ``confidence``, only rows labelled
+    with it."""
     mapping = load_label_map(label_map) if label_map else None
     rows = LabelledTexts()
     for pattern in patterns:
         for path in expand_pattern(pattern):
             rows.extend(read_labelled_jsonl(path, mapping, task_labels, source=path, task=task, data_root=data_root,
-                                            split=split))
+                                            split=split, confidence=confidence))
     return rows
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 DEV_PERCENT = 15
 TRAIN, DEV = "train", "dev"
+HIGH_CONFIDENCE = "high"  # the reader was sure: a clear subject
 LOW_CONFIDENCE = "low"  # unclear or not news: kept out of training and of the dev set
 
 

@@ -109,7 +109,8 @@ def row_text(row: dict) -> str:
 def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
                         allowed: Optional[Sequence[str]] = None, source: Optional[str] = None,
                         windows: Optional[ArticleWindows] = None, *, task: Optional[str] = None,
-                        data_root: Optional[str] = None, split: str = shared_labels.TRAIN) -> LabelledTexts:
+                        data_root: Optional[str] = None, split: str = shared_labels.TRAIN,
+                        confidence: Optional[str] = None) -> LabelledTexts:
     """Rows of one JSONL file, labels mapped through ``label_map`` (when given).
 
     A row's label is its ``task`` key when it has one (a row may carry a topic
@@ -117,7 +118,8 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
     to an id outside ``allowed``, are skipped and counted; so are rows without
     text. References to shared rows (:mod:`newsbeam_lab.shared_labels`) are read
     from ``data_root``; only those of ``split`` count, and none marked low
-    confidence. ``windows`` (an :class:`ArticleWindows`) adds rows for the later
+    confidence; with ``confidence``, only rows labelled with it (``"high"``: a clear
+    subject). ``windows`` (an :class:`ArticleWindows`) adds rows for the later
     stretches of rows with a body.
     """
     result = LabelledTexts()
@@ -129,6 +131,9 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{number}: not JSON ({error})") from error
+        if confidence is not None and row.get("confidence") != confidence:
+            result.skipped += 1
+            continue
         if shared_labels.is_reference(row):
             if (shared_labels.split_of(row["file"], str(row["id"])) != split
                     or row.get("confidence") == shared_labels.LOW_CONFIDENCE):

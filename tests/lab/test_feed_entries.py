@@ -124,3 +124,19 @@ def test_training_reads_none_of_the_dev_half_of_the_real_feeds():
     rows = read_eval_rows(list(unseen.files), None, topics, task="topic", data_root=str(SHARED), split=unseen.split)
     assert 200 < len(rows.texts) < len(dev.texts) and set(rows.paths) == {path}
     assert collections.Counter(rows.texts) <= collections.Counter(dev.texts)
+
+
+@pytest.mark.skipif(not (SHARED / feed_entries.FEEDS_DIR).is_dir(), reason="../shared/data/feeds/real is absent")
+def test_each_clear_subject_set_is_the_sure_part_of_a_real_news_set_the_report_scores_in_full():
+    topics = load_taxonomy().topic_ids
+    clear_sets = [dev_set for dev_set in dev_report.REAL_NEWS_SETS if dev_set.confidence]
+    assert {dev_set.confidence for dev_set in clear_sets} == {shared_labels.HIGH_CONFIDENCE} and len(clear_sets) == 3
+    for clear_set in clear_sets:
+        (full_set,) = [dev_set for dev_set in dev_report.REAL_NEWS_SETS if not dev_set.confidence
+                       and (dev_set.files, dev_set.task, dev_set.split) == (clear_set.files, clear_set.task, clear_set.split)]
+        read = [read_eval_rows([str(SHARED / path) for path in dev_set.files], None, topics, task="topic",
+                               data_root=str(SHARED), split=dev_set.split, confidence=dev_set.confidence)
+                for dev_set in (clear_set, full_set)]
+        clear, full = read
+        assert 50 < len(clear.texts) < len(full.texts), clear_set.name
+        assert collections.Counter(clear.texts) <= collections.Counter(full.texts)

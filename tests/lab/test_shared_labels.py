@@ -3,6 +3,7 @@ text, split into train and a dev share that training never sees."""
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import json
 from pathlib import Path
@@ -69,6 +70,18 @@ def test_each_task_reads_its_own_label_and_low_confidence_rows_stay_out(tmp_path
                                                    data_root=str(shared_root))
     assert topics.labels == ["sport"] and sentiments.labels == ["positive"]
     assert topics.skipped == 1 and sentiments.skipped == 1
+
+
+def test_a_confidence_keeps_only_the_dev_rows_labelled_with_it(tmp_path, shared_root):
+    dev_ids = [n for n in range(200) if shared_labels.split_of(SHARED_FILE, f"desk/{n}") == shared_labels.DEV]
+    rows = [reference(n, confidence="high" if i % 2 else "medium") for i, n in enumerate(dev_ids)]
+    labels = write_jsonl(tmp_path / "labels.jsonl", rows)
+    read = functools.partial(training_data.read_labelled_jsonl, labels, None, load_taxonomy().topic_ids,
+                             task="topic", data_root=str(shared_root), split=shared_labels.DEV)
+    clear, every = read(confidence=shared_labels.HIGH_CONFIDENCE), read()
+    expected = {f"Headline {n}" for i, n in enumerate(dev_ids) if i % 2}
+    assert {text.split("\n")[0] for text in clear.texts} == expected and len(every.texts) == len(dev_ids)
+    assert clear.skipped == len(dev_ids) - len(expected)
 
 
 def test_written_rows_carry_a_topic_in_label_and_a_sentiment_of_their_own(tmp_path):
