@@ -24,8 +24,7 @@ from newsbeam_lab.scoring import (
     predict_rows,
     read_eval_rows,
 )
-from newsbeam_lab import shared_labels
-from newsbeam_lab.shared_labels import DEV
+from newsbeam_lab.shared_labels import DEV, HIGH_CONFIDENCE
 from newsbeam_lab.training_data import LAB_LABELS
 
 COLUMNS = ("ar", "en", "fr", "de", "es", "zh", "ru")
@@ -58,7 +57,6 @@ class DevSet:
 # fair held-out score; heads up to v20 never read the feeds, from v21 on the other half.
 # The clear-subject sets are the rows whose reader was sure of the subject ("high"): the
 # kind of item #26's own check on unseen feeds holds ("news items with a clear subject only").
-CLEAR = shared_labels.HIGH_CONFIDENCE
 REAL_NEWS_SETS = (
     DevSet("ANT v2.1 dev (real Arabic news), topic, open-set", "topic",
            (str(LAB_LABELS / "ant_v21_*.jsonl"),), None, False, 0.70),
@@ -77,11 +75,11 @@ REAL_NEWS_SETS = (
     DevSet("Real feeds dev half, news sentiment", "sentiment",
            (str(feed_entries.SENTIMENT_LABELS),), None, False, 0.65),
     DevSet("ANT v2.1 dev, clear subject, topic", "topic",
-           (str(LAB_LABELS / "ant_v21_*.jsonl"),), None, False, 0.70, confidence=CLEAR),
+           (str(LAB_LABELS / "ant_v21_*.jsonl"),), None, False, 0.70, confidence=HIGH_CONFIDENCE),
     DevSet("MasakhaNEWS dev share, clear subject, topic", "topic",
-           (str(LAB_LABELS / "masakhanews_*.jsonl"),), None, False, 0.70, confidence=CLEAR),
+           (str(LAB_LABELS / "masakhanews_*.jsonl"),), None, False, 0.70, confidence=HIGH_CONFIDENCE),
     DevSet("Real feeds dev half, clear subject, topic", "topic",
-           (str(feed_entries.TOPIC_LABELS),), None, False, 0.70, confidence=CLEAR),
+           (str(feed_entries.TOPIC_LABELS),), None, False, 0.70, confidence=HIGH_CONFIDENCE),
 )
 DEV_SETS = REAL_NEWS_SETS + (
     DevSet("XLM-T val, sentiment", "sentiment",
