@@ -1,0 +1,48 @@
+"""The rows the team wrote, trained, parked or waiting for a retrain: each one
+a news item the recipe can read as it is, once, with a subject of the taxonomy."""
+from __future__ import annotations
+
+import json
+
+from newsbeam_lab.training_data import LAB_WRITTEN
+
+from newsbeam.labelling.taxonomy import load_taxonomy
+
+SENTIMENTS = {"negative", "neutral", "positive"}
+
+
+def written_rows() -> dict[str, list[dict]]:
+    files = sorted(LAB_WRITTEN.glob("*.jsonl")) + sorted(LAB_WRITTEN.glob("*/news_rows_*.jsonl"))
+    return {str(path.relative_to(LAB_WRITTEN)): [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                                                 if line.strip()] for path in files}
+
+
+def test_every_written_row_is_a_news_item_with_a_subject_of_the_taxonomy():
+    subjects = set(load_taxonomy().topic_ids)
+    rows = written_rows()
+    assert {"news_rows_a.jsonl", "parked/news_rows_q.jsonl", "next/news_rows_x.jsonl"} <= set(rows)
+    for name, file_rows in rows.items():
+        for row in file_rows:
+            assert row["label"] in subjects, (name, row["id"])
+            assert row.get("sentiment", "neutral") in SENTIMENTS, (name, row["id"])
+            assert (row.get("headline") or row.get("text", "")).strip(), (name, row["id"])
+
+
+def test_no_written_row_is_there_twice():
+    every = [row for file_rows in written_rows().values() for row in file_rows]
+    ids = [row["id"] for row in every]
+    assert len(ids) == len(set(ids))
+    # a headline may come back with another lead (four do), a whole row may not
+    texts = [" ".join((row.get("headline") or row.get("text", ""), row.get("body") or "")).strip().casefold()
+             for row in every]
+    assert len(texts) == len(set(texts))
+
+
+def test_the_staged_rows_kept_only_what_the_blind_second_reader_agreed_on():
+    second = {json.loads(line)["id"]: json.loads(line) for line in
+              (LAB_WRITTEN / "next" / "second_reading.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()}
+    staged = [row for name, file_rows in written_rows().items() if name.startswith("next/") for row in file_rows]
+    assert len(staged) >= 300
+    for row in staged:
+        assert second[row["id"]]["label"] == row["label"]
+        assert "sentiment" not in row or second[row["id"]]["sentiment"] == row["sentiment"]
