@@ -1,4 +1,4 @@
-"""The rows the team wrote, trained, parked or waiting for a retrain: each one
+"""The rows the team wrote, trained or parked: each one
 a news item the recipe can read as it is, once, with a subject of the taxonomy."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ SENTIMENTS = {"negative", "neutral", "positive"}
 
 
 def written_rows() -> dict[str, list[dict]]:
-    files = sorted(LAB_WRITTEN.glob("*.jsonl")) + sorted(LAB_WRITTEN.glob("*/news_rows_*.jsonl"))
+    files = sorted(LAB_WRITTEN.glob("*.jsonl")) + sorted(LAB_WRITTEN.glob("parked/news_rows_*.jsonl"))
     return {str(path.relative_to(LAB_WRITTEN)): [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
                                                  if line.strip()] for path in files}
 
