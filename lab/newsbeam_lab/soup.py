@@ -110,8 +110,8 @@ def measure(folder: Path, training: dict[str, Sequence[str]], held_out: dict[str
     (``encoder``: its address, None for the embedded one), and rewrite the soup with them."""
     from newsbeam.labelling.encoder import CALIBRATION_MAX_TOKENS
     from newsbeam.labelling.labeller import load_labeller
-    from newsbeam_lab.article_windows import ArticleWindows
-    from newsbeam_lab.embedding_centre import add_centre
+    from newsbeam_lab.article_windows import DEFAULT_ARTICLE_WINDOWS, DEFAULT_WINDOW_TOKENS, ArticleWindows
+    from newsbeam_lab.embedding_centre import with_centre
     from newsbeam_lab.heads_writer import save_heads
     from newsbeam_lab.training import INT8_CALIBRATION_PER_FILE, calibrated, int8_calibration_texts, int8_peaks
     from newsbeam_lab.training_data import read_sources
@@ -121,7 +121,8 @@ def measure(folder: Path, training: dict[str, Sequence[str]], held_out: dict[str
     heads, calibration = {}, []
     for task, head in head_set.heads.items():
         used = head.metadata.get("article_windows", {})  # the windows the fine-tunes read, for the same peaks
-        windows = ArticleWindows(tuned.tokenizer, used.get("per_article", 10), used.get("tokens", 128))
+        windows = ArticleWindows(tuned.tokenizer, used.get("per_article", DEFAULT_ARTICLE_WINDOWS),
+                                 used.get("tokens", DEFAULT_WINDOW_TOKENS))
         calibration += int8_calibration_texts(read_sources(training[task], head.labels, windows, task=task,
                                                            data_root=data_root))
         specs = held_out.get(task) or []
@@ -130,8 +131,12 @@ def measure(folder: Path, training: dict[str, Sequence[str]], held_out: dict[str
     head_set = dataclasses.replace(head_set, heads=heads, int8_peaks=int8_peaks(tuned, calibration),
                                    int8_calibration={"texts": len(calibration), "per_file": INT8_CALIBRATION_PER_FILE,
                                                      "max_tokens": CALIBRATION_MAX_TOKENS})
+    # the centre under the encoder already loaded, on the topic rows as train-heads measures it
+    topic_texts = read_sources(training["topic"], head_set.heads["topic"].labels, task="topic",
+                               data_root=data_root).texts
+    head_set = with_centre(head_set, tuned, topic_texts, training["topic"])
     save_heads(head_set, folder)
-    return add_centre(folder, training["topic"], data_root, encoder=encoder, cache_dir=model_cache)
+    return head_set
 
 
 def main(argv: Optional[list[str]] = None) -> int:
