@@ -20,7 +20,7 @@ def written_rows() -> dict[str, list[dict]]:
 def test_every_written_row_is_a_news_item_with_a_subject_of_the_taxonomy():
     subjects = set(load_taxonomy().topic_ids)
     rows = written_rows()
-    assert {"news_rows_a.jsonl", "parked/news_rows_q.jsonl", "news_rows_x.jsonl"} <= set(rows)
+    assert {"news_rows_a.jsonl", "parked/news_rows_q.jsonl", "parked/news_rows_x.jsonl"} <= set(rows)
     for name, file_rows in rows.items():
         for row in file_rows:
             assert row["label"] in subjects, (name, row["id"])
