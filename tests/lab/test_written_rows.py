@@ -11,10 +11,13 @@ from newsbeam.labelling.taxonomy import load_taxonomy
 SENTIMENTS = {"negative", "neutral", "positive"}
 
 
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def written_rows() -> dict[str, list[dict]]:
     files = sorted(LAB_WRITTEN.glob("*.jsonl")) + sorted(LAB_WRITTEN.glob("parked/news_rows_*.jsonl"))
-    return {str(path.relative_to(LAB_WRITTEN)): [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                                                 if line.strip()] for path in files}
+    return {str(path.relative_to(LAB_WRITTEN)): read_jsonl(path) for path in files}
 
 
 def test_every_written_row_is_a_news_item_with_a_subject_of_the_taxonomy():
@@ -41,8 +44,7 @@ def test_no_written_row_is_there_twice():
 def test_rows_read_twice_keep_only_what_the_blind_second_reader_agreed_on():
     readings = sorted((LAB_WRITTEN / "agreement").glob("*_second_reading.jsonl"))
     assert len(readings) >= 2  # news_rows_x to _z, news_rows_aa to _ac
-    second = {json.loads(line)["id"]: json.loads(line) for path in readings
-              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    second = {row["id"]: row for path in readings for row in read_jsonl(path)}
     read_twice = [row for file_rows in written_rows().values() for row in file_rows if row["id"] in second]
     assert len(read_twice) >= 600
     for row in read_twice:
