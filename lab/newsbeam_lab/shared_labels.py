@@ -6,9 +6,17 @@ and never copied into the project (lab/labels/README.md).
 A fixed share of the referenced rows is the real-news dev set: chosen by a
 hash of (file, id), so it never changes when files are added or re-read, and
 training never sees it (:func:`split_of`).
+
+A parallel corpus (SIB-200: the same Flores sentences in many languages) is
+labelled once per sentence: a *parallel reference* names the files by a glob
+and the sentence by its ``index_id``, and stands for that sentence in every
+file (:func:`resolve_parallel`). Such labels train only: a dev share would
+leak, since the same sentence trains in the other languages; the corpus's own
+dev split is its held-out set.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -31,14 +39,18 @@ def split_of(file: str, row_id: str) -> str:
     return DEV if int.from_bytes(digest[:4], "big") % 100 < DEV_PERCENT else TRAIN
 
 
-@lru_cache(maxsize=16)
-def _rows_by_id(path: str) -> dict[str, dict]:
+def is_parallel_reference(row: dict) -> bool:
+    return "files" in row and "index_id" in row and not row.get("text")
+
+
+@lru_cache(maxsize=32)
+def _rows_by_id(path: str, key: str = "id") -> dict[str, dict]:
     rows = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
                 row = json.loads(line)
-                rows[str(row["id"])] = row
+                rows[str(row[key])] = row
     return rows
 
 
@@ -56,3 +68,20 @@ def resolve(reference: dict, data_root: Optional[str]) -> dict:
     # the shared row's own label (for ANT a newsroom desk) is not copied: ours are
     row.update({key: value for key, value in reference.items() if key not in ("file", "id")})
     return row
+
+
+def resolve_parallel(reference: dict, data_root: Optional[str]) -> list[dict]:
+    """The sentence a parallel reference names, from every file its ``files`` glob matches, labelled."""
+    if not data_root:
+        raise ValueError(f"labels of shared data ({reference['files']}) need --data_root")
+    paths = sorted(glob.glob(os.path.join(data_root, reference["files"])))
+    if not paths:
+        raise FileNotFoundError(f"no shared files match {reference['files']} under {data_root} (check --data_root)")
+    labels = {key: value for key, value in reference.items() if key not in ("files", "index_id")}
+    rows = []
+    for path in paths:
+        shared = _rows_by_id(path, "index_id").get(str(reference["index_id"]))
+        if shared is None:
+            raise ValueError(f"{path} has no row with index_id {str(reference['index_id'])!r}")
+        rows.append({**{key: shared[key] for key in ("text", "lang") if key in shared}, **labels})
+    return rows

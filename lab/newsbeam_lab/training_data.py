@@ -134,31 +134,45 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
         if confidence is not None and row.get("confidence") != confidence:
             result.skipped += 1
             continue
-        if shared_labels.is_reference(row):
+        rows = [row]
+        if shared_labels.is_parallel_reference(row):
+            if split != shared_labels.TRAIN or row.get("confidence") == shared_labels.LOW_CONFIDENCE:
+                result.skipped += 1
+                continue
+            rows = shared_labels.resolve_parallel(row, data_root)
+        elif shared_labels.is_reference(row):
             if (shared_labels.split_of(row["file"], str(row["id"])) != split
                     or row.get("confidence") == shared_labels.LOW_CONFIDENCE):
                 result.skipped += 1
                 continue
-            row = shared_labels.resolve(row, data_root)
+            rows = [shared_labels.resolve(row, data_root)]
         elif feed_entries.is_feed_reference(row):
             if not feed_entries.in_split(row, split) or row.get("confidence") == shared_labels.LOW_CONFIDENCE:
                 result.skipped += 1
                 continue
-            row = feed_entries.resolve(row, data_root)
-        label = row.get(task) if task and task in row else row.get("label")
-        label = None if label is None else str(label)
-        if label_map is not None:
-            label = label_map.get(label)
-        text = row_text(row)
-        if label is None or not text.strip() or (allowed_set is not None and label not in allowed_set):
-            result.skipped += 1
-            continue
-        language = str(row.get("lang") or "und")
-        result.append(text, label, language, source or path, path, row_evidence(row))
-        for window in (windows(row.get("headline"), row.get("body")) if windows else ()):
-            result.append(window, label, language, source or path, path)
-            result.windows += 1
+            rows = [feed_entries.resolve(row, data_root)]
+        for resolved in rows:
+            _append_row(result, resolved, label_map, allowed_set, source or path, path, windows, task)
     return result
+
+
+def _append_row(result: LabelledTexts, row: dict, label_map: Optional[dict[str, str]],
+                allowed: Optional[set[str]], source: str, path: str, windows: Optional[ArticleWindows],
+                task: Optional[str]) -> None:
+    """One row (and its article windows) into ``result``, or counted as skipped when it has no usable label."""
+    label = row.get(task) if task and task in row else row.get("label")
+    label = None if label is None else str(label)
+    if label_map is not None:
+        label = label_map.get(label)
+    text = row_text(row)
+    if label is None or not text.strip() or (allowed is not None and label not in allowed):
+        result.skipped += 1
+        return
+    language = str(row.get("lang") or "und")
+    result.append(text, label, language, source, path, row_evidence(row))
+    for window in (windows(row.get("headline"), row.get("body")) if windows else ()):
+        result.append(window, label, language, source, path)
+        result.windows += 1
 
 
 def row_evidence(row: dict) -> tuple[str, ...]:

@@ -185,3 +185,67 @@ def test_the_second_readers_labels_are_of_stored_training_rows_and_never_trained
     assert all(shared_labels.split_of(row["file"], row["id"]) == shared_labels.TRAIN for row in second)
     read = {path for _, pattern, _ in training_data.DEFAULT_RECIPE for path in glob.glob(pattern)}
     assert not any(Path(path).parent == folder for path in read)
+
+
+@pytest.fixture
+def parallel_root(tmp_path) -> Path:
+    """A parallel corpus laid out as SIB-200: the same sentences (by index_id) in one file per language."""
+    sentences = {"en": ["The navy blockaded the port.", "Police arrested the mayor.", "The sea is blue."],
+                 "fr": ["La marine a bloqué le port.", "La police a arrêté le maire.", "La mer est bleue."]}
+    for code, texts in (("eng_Latn", sentences["en"]), ("fra_Latn", sentences["fr"])):
+        write_jsonl(tmp_path / "data" / "topic" / "parallel" / code / "train.jsonl",
+                    [{"text": text, "label": "politics", "lang": code[:2], "index_id": 100 + n}
+                     for n, text in enumerate(texts)])
+    return tmp_path / "data"
+
+
+def parallel_reference(index_id: int, topic: str, confidence: str = "high") -> dict:
+    return {"files": "topic/parallel/*/train.jsonl", "index_id": index_id, "topic": topic, "confidence": confidence}
+
+
+def test_a_parallel_reference_labels_its_sentence_in_every_language_and_trains_only(tmp_path, parallel_root):
+    labels = write_jsonl(tmp_path / "parallel.jsonl", [
+        parallel_reference(100, "conflict_war_peace"), parallel_reference(101, "crime_law_justice", "medium"),
+        parallel_reference(102, "environment", "low")])
+    read = functools.partial(training_data.read_labelled_jsonl, labels, None, load_taxonomy().topic_ids,
+                             task="topic", data_root=str(parallel_root))
+    train = read()
+    assert sorted(zip(train.languages, train.labels, train.texts)) == [
+        ("en", "conflict_war_peace", "The navy blockaded the port."),
+        ("en", "crime_law_justice", "Police arrested the mayor."),
+        ("fr", "conflict_war_peace", "La marine a bloqué le port."),
+        ("fr", "crime_law_justice", "La police a arrêté le maire.")]  # ours, not the corpus's "politics"
+    assert train.skipped == 1  # the low-confidence sentence, in no language
+    # the same sentence trains in the other languages, so no share of it is dev
+    assert read(split=shared_labels.DEV).texts == []
+    assert read(confidence=shared_labels.HIGH_CONFIDENCE).labels == ["conflict_war_peace"] * 2
+
+
+def test_a_parallel_reference_to_a_missing_sentence_or_corpus_is_a_clear_error(tmp_path, parallel_root):
+    topic_ids = load_taxonomy().topic_ids
+    missing = write_jsonl(tmp_path / "missing.jsonl", [parallel_reference(999, "sport")])
+    with pytest.raises(ValueError, match="no row with index_id '999'"):
+        training_data.read_labelled_jsonl(missing, None, topic_ids, task="topic", data_root=str(parallel_root))
+    with pytest.raises(FileNotFoundError, match="no shared files match topic/parallel"):
+        training_data.read_labelled_jsonl(missing, None, topic_ids, task="topic", data_root=str(tmp_path / "none"))
+    with pytest.raises(ValueError, match="need --data_root"):
+        training_data.read_labelled_jsonl(missing, None, topic_ids, task="topic", data_root=None)
+
+
+SIB_SUBJECTS = training_data.LAB_LABELS / "parallel" / "sib200_subjects.jsonl"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "topic" / "sib200").is_dir(), reason="needs ../shared/data")
+def test_every_sib200_training_sentence_has_one_subject_of_ours_and_a_blind_second_reading_agrees():
+    taxonomy = load_taxonomy()
+    ours = [json.loads(line) for line in SIB_SUBJECTS.open(encoding="utf-8")]
+    sentences = [json.loads(line)["index_id"]
+                 for line in (SHARED_DATA / "topic/sib200/eng_Latn/train.jsonl").open(encoding="utf-8")]
+    assert [row["index_id"] for row in ours] == sentences  # each once, in the corpus's order
+    assert all(row["topic"] in taxonomy.topic_ids and row["confidence"] in ("high", "medium", "low") for row in ours)
+    # a blind second reader of every sentence (lab/labels/README.md)
+    second = [json.loads(line) for line in
+              (training_data.LAB_LABELS / "agreement" / "parallel" / "sib200_subjects.jsonl").open(encoding="utf-8")]
+    first = {row["index_id"]: row["topic"] for row in ours}
+    agreed = sum(first[row["index_id"]] == row["topic"] for row in second)
+    assert [row["index_id"] for row in second] == sentences and agreed / len(second) >= 0.9
