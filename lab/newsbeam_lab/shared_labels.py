@@ -27,6 +27,7 @@ DEV_PERCENT = 15
 TRAIN, DEV = "train", "dev"
 HIGH_CONFIDENCE = "high"  # the reader was sure: a clear subject
 LOW_CONFIDENCE = "low"  # unclear or not news: kept out of training and of the dev set
+SHARED_KEYS = ("text", "headline", "body", "lang", "url", "tags")  # what a reference takes from the shared row
 
 
 def is_reference(row: dict) -> bool:
@@ -64,7 +65,7 @@ def resolve(reference: dict, data_root: Optional[str]) -> dict:
     shared = _rows_by_id(path).get(str(reference["id"]))
     if shared is None:
         raise ValueError(f"{reference['file']} has no row with id {reference['id']!r}")
-    row = {key: shared[key] for key in ("text", "headline", "body", "lang", "url", "tags") if key in shared}
+    row = {key: shared[key] for key in SHARED_KEYS if key in shared}
     # the shared row's own label (for ANT a newsroom desk) is not copied: ours are
     row.update({key: value for key, value in reference.items() if key not in ("file", "id")})
     return row
@@ -83,5 +84,5 @@ def resolve_parallel(reference: dict, data_root: Optional[str]) -> list[dict]:
         shared = _rows_by_id(path, "index_id").get(str(reference["index_id"]))
         if shared is None:
             raise ValueError(f"{path} has no row with index_id {str(reference['index_id'])!r}")
-        rows.append({**{key: shared[key] for key in ("text", "lang") if key in shared}, **labels})
+        rows.append({**{key: shared[key] for key in SHARED_KEYS if key in shared}, **labels})
     return rows

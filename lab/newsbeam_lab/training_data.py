@@ -134,26 +134,30 @@ def read_labelled_jsonl(path: str, label_map: Optional[dict[str, str]] = None,
         if confidence is not None and row.get("confidence") != confidence:
             result.skipped += 1
             continue
-        rows = [row]
-        if shared_labels.is_parallel_reference(row):
-            if split != shared_labels.TRAIN or row.get("confidence") == shared_labels.LOW_CONFIDENCE:
-                result.skipped += 1
-                continue
-            rows = shared_labels.resolve_parallel(row, data_root)
-        elif shared_labels.is_reference(row):
-            if (shared_labels.split_of(row["file"], str(row["id"])) != split
-                    or row.get("confidence") == shared_labels.LOW_CONFIDENCE):
-                result.skipped += 1
-                continue
-            rows = [shared_labels.resolve(row, data_root)]
-        elif feed_entries.is_feed_reference(row):
-            if not feed_entries.in_split(row, split) or row.get("confidence") == shared_labels.LOW_CONFIDENCE:
-                result.skipped += 1
-                continue
-            rows = [feed_entries.resolve(row, data_root)]
+        rows = _resolved_rows(row, split, data_root)
+        if rows is None:
+            result.skipped += 1
+            continue
         for resolved in rows:
             _append_row(result, resolved, label_map, allowed_set, source or path, path, windows, task)
     return result
+
+
+def _resolved_rows(row: dict, split: str, data_root: Optional[str]) -> Optional[list[dict]]:
+    """The rows a stored row stands for: itself, or the shared rows a reference names;
+    None for a reference outside ``split`` or marked low confidence."""
+    if shared_labels.is_parallel_reference(row):  # trains only: no dev share (shared_labels)
+        in_split, resolve = split == shared_labels.TRAIN, shared_labels.resolve_parallel
+    elif shared_labels.is_reference(row):
+        in_split, resolve = shared_labels.split_of(row["file"], str(row["id"])) == split, shared_labels.resolve
+    elif feed_entries.is_feed_reference(row):
+        in_split, resolve = feed_entries.in_split(row, split), feed_entries.resolve
+    else:
+        return [row]
+    if not in_split or row.get("confidence") == shared_labels.LOW_CONFIDENCE:
+        return None
+    resolved = resolve(row, data_root)
+    return resolved if isinstance(resolved, list) else [resolved]
 
 
 def _append_row(result: LabelledTexts, row: dict, label_map: Optional[dict[str, str]],
