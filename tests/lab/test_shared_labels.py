@@ -249,3 +249,47 @@ def test_every_sib200_training_sentence_has_one_subject_of_ours_and_a_blind_seco
     first = {row["index_id"]: row["topic"] for row in ours}
     agreed = sum(first[row["index_id"]] == row["topic"] for row in second)
     assert [row["index_id"] for row in second] == sentences and agreed / len(second) >= 0.9
+
+
+def test_a_row_of_a_public_held_out_split_is_dev_whatever_its_hash(tmp_path):
+    held_out = "topic/benchmark/eng/dev.jsonl"
+    write_jsonl(tmp_path / "data" / held_out, [{"id": f"eng-dev-{n}", "text": f"Article {n}", "lang": "en",
+                                                "label": "sports"} for n in range(60)])
+    labels = write_jsonl(tmp_path / "labels.jsonl", [{"file": held_out, "id": f"eng-dev-{n}", "topic": "sport",
+                                                      "sentiment": "positive", "confidence": "high"}
+                                                     for n in range(60)])
+    read = functools.partial(training_data.read_labelled_jsonl, labels, None, load_taxonomy().topic_ids,
+                             task="topic", data_root=str(tmp_path / "data"))
+    assert read().texts == []  # training reads none of them
+    assert read(split=shared_labels.DEV).texts == [f"Article {n}" for n in range(60)]
+    # a training file's rows still split by hash
+    assert shared_labels.split_of("topic/benchmark/eng/train.jsonl", "eng-train-1") in (shared_labels.TRAIN,
+                                                                                         shared_labels.DEV)
+    assert {shared_labels.split_of("topic/benchmark/eng/train.jsonl", f"r{n}") for n in range(100)} == {
+        shared_labels.TRAIN, shared_labels.DEV}
+
+
+HELD_OUT = training_data.LAB_LABELS / "heldout"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "topic" / "masakhanews").is_dir(), reason="needs ../shared/data")
+def test_masakhanews_dev_split_is_read_whole_into_the_subjects_and_never_trained_on():
+    from newsbeam_lab.dev_report import HELD_OUT_LABELS
+
+    assert HELD_OUT_LABELS == HELD_OUT
+    taxonomy = load_taxonomy()
+    ours = [json.loads(line) for line in (HELD_OUT / "masakhanews_dev.jsonl").open(encoding="utf-8")]
+    shared = [(f"topic/masakhanews/{code}/dev.jsonl", json.loads(line)["id"]) for code in ("eng", "fra", "hau", "swa")
+              for line in (SHARED_DATA / "topic" / "masakhanews" / code / "dev.jsonl").open(encoding="utf-8")]
+    assert [(row["file"], row["id"]) for row in ours] == shared  # every article once, in the split's order
+    assert all(row["topic"] in taxonomy.topic_ids and row["sentiment"] in taxonomy.sentiment_ids
+               and row["confidence"] in ("high", "medium", "low") for row in ours)
+    assert all(shared_labels.split_of(row["file"], row["id"]) == shared_labels.DEV for row in ours)
+    read = {path for _, pattern, _ in training_data.DEFAULT_RECIPE for path in glob.glob(pattern)}
+    assert not any(Path(path).parent == HELD_OUT for path in read)
+    # a blind second reader of a sample of 60 articles per language (lab/labels/README.md)
+    second = [json.loads(line) for line in
+              (training_data.LAB_LABELS / "agreement" / "heldout" / "masakhanews_dev.jsonl").open(encoding="utf-8")]
+    first = {(row["file"], row["id"]): row["topic"] for row in ours}
+    agreed = sum(first[(row["file"], row["id"])] == row["topic"] for row in second)
+    assert len(second) == 240 and agreed / len(second) >= 0.75
