@@ -25,9 +25,11 @@ from newsbeam_lab.scoring import (
     read_eval_rows,
 )
 from newsbeam_lab.shared_labels import DEV, HIGH_CONFIDENCE
-from newsbeam_lab.training_data import LAB_LABELS
+from newsbeam_lab.training_data import HELD_OUT_LABELS, LAB_LABELS
 
-HELD_OUT_LABELS = LAB_LABELS / "heldout"  # labels of public held-out splits: scored, never trained on
+# MasakhaNEWS's own dev split (1,237 articles), read by the team into the 17 subjects:
+# held out whole (shared_labels.HELD_OUT_FILES), so it is seven times the lab's dev share
+MASAKHANEWS_DEV_SPLIT = (str(HELD_OUT_LABELS / "masakhanews_dev.jsonl"),)
 
 COLUMNS = ("ar", "en", "fr", "de", "es", "zh", "ru")
 
@@ -82,14 +84,12 @@ REAL_NEWS_SETS = (
            (str(LAB_LABELS / "masakhanews_*.jsonl"),), None, False, 0.70, confidence=HIGH_CONFIDENCE),
     DevSet("Real feeds dev half, clear subject, topic", "topic",
            (str(feed_entries.TOPIC_LABELS),), None, False, 0.70, confidence=HIGH_CONFIDENCE),
-    # MasakhaNEWS's own dev split (1,237 articles), read by the team into the 17 subjects:
-    # held out whole (shared_labels.HELD_OUT_FILES), so it is seven times the lab's dev share
     DevSet("MasakhaNEWS dev split read into 17 subjects, topic, open-set", "topic",
-           (str(HELD_OUT_LABELS / "masakhanews_dev.jsonl"),), None, False, 0.70),
+           MASAKHANEWS_DEV_SPLIT, None, False, 0.70),
     DevSet("MasakhaNEWS dev split read into 17 subjects, news sentiment", "sentiment",
-           (str(HELD_OUT_LABELS / "masakhanews_dev.jsonl"),), None, False, 0.65),
+           MASAKHANEWS_DEV_SPLIT, None, False, 0.65),
     DevSet("MasakhaNEWS dev split read into 17 subjects, clear subject, topic", "topic",
-           (str(HELD_OUT_LABELS / "masakhanews_dev.jsonl"),), None, False, 0.70, confidence=HIGH_CONFIDENCE),
+           MASAKHANEWS_DEV_SPLIT, None, False, 0.70, confidence=HIGH_CONFIDENCE),
 )
 DEV_SETS = REAL_NEWS_SETS + (
     DevSet("XLM-T val, sentiment", "sentiment",

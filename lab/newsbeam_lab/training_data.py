@@ -22,6 +22,7 @@ LOGGER = logging.getLogger(__name__)
 OWN_TRAINING_DIR = SEEDS_DIR / "training"
 LAB_DIR = Path(__file__).resolve().parents[1]
 LAB_LABELS = LAB_DIR / "labels"  # the lab's labels of shared rows: (file, id, topic, sentiment)
+HELD_OUT_LABELS = LAB_LABELS / "heldout"  # labels of public held-out splits: scored, never trained on
 LAB_WRITTEN = LAB_DIR / "written"  # news rows the team wrote: text, topic and (news_rows_*) sentiment
 # The recipe of the next heads: (task, pattern relative to --data_root or absolute, label map).
 # Real news for all 17 subjects (the ANT and MasakhaNEWS articles the lab read and
